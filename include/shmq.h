@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmq.h - process-safe shared-memory queues for Linux.
+ *
+ * shmq gives C programs what Python programmers get from multiprocessing:
+ * a bounded FIFO queue that any number of processes can put to and get
+ * from (Queue), with task accounting (JoinableQueue). Messages are byte
+ * strings of 0 to max_message bytes. The queue lives in one shared memory
+ * region (memfd or /dev/shm); put and get on a queue that is neither full
+ * nor empty are a few atomic operations and a memcpy, with no system call.
+ *
+ * Conventions, for every call below:
+ *   - 0 (or a documented non-negative value) on success, a negative errno
+ *     value on failure. errno is never read or changed; nothing is printed;
+ *     nothing aborts. shmq_strerror() names every value.
+ *   - Argument errors (-EINVAL, -EMSGSIZE) are returned before the queue's
+ *     state is looked at.
+ *   - timeout_ns is relative, in nanoseconds, on CLOCK_MONOTONIC.
+ *     SHMQ_FOREVER waits without limit, SHMQ_NOWAIT does not wait, any
+ *     other negative value is -EINVAL. Signals never end a wait early.
+ *   - A handle (shmq_t) is thread-safe: any number of threads may put and
+ *     get through one handle. A handle inherited over fork() is usable in
+ *     the child. No call is async-signal-safe.
+ *   - Shared memory is untrusted: a region scribbled on by another process
+ *     yields -EPROTO (when attaching) or -EBADMSG (during an operation),
+ *     never a crash or an endless loop.
+ *   - A process killed at any point of put or get loses at most the one
+ *     message it was putting or getting; the queue keeps working for the
+ *     others (see docs/internals.md, "Crash recovery").
+ */
+#ifndef SHMQ_H
+#define SHMQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Types and constants                                                  */
+/* ------------------------------------------------------------------ */
+
+/** Opaque handle of one queue in this process. */
+typedef struct shmq shmq_t;
+
+#define SHMQ_FOREVER ((int64_t)-1) /**< timeout_ns: wait without limit */
+#define SHMQ_NOWAIT ((int64_t)0)   /**< timeout_ns: do not wait */
+#define SHMQ_JOINABLE 0x1u         /**< cfg.flags: task_done()/join() */
+
+/** Defaults used where a field of struct shmq_config is 0. */
+#define SHMQ_DEFAULT_MAXSIZE 65536u
+#define SHMQ_DEFAULT_CAPACITY (4u << 20)
+#define SHMQ_DEFAULT_MAX_MESSAGE (64u << 10)
+
+/** Largest maxsize a queue accepts. */
+#define SHMQ_MAXSIZE_LIMIT (1u << 22)
+
+/**
+ * Sizes of a queue, fixed at creation.
+ *
+ * maxsize bounds the number of queued messages, capacity the bytes they
+ * occupy. A message of len bytes occupies len rounded up to the queue's
+ * storage unit (8 bytes unless max_message exceeds 4 MiB), and at least
+ * one unit, so n messages of len bytes fit only if n * len <= capacity,
+ * and n messages of a multiple of 8 bytes fit exactly when they also fit
+ * maxsize. capacity must hold at least one max_message message.
+ */
+struct shmq_config {
+    size_t maxsize;     /**< most messages queued at once; 0 = default */
+    size_t capacity;    /**< bytes of message storage; 0 = default */
+    size_t max_message; /**< largest message put accepts; 0 = default */
+    unsigned flags;     /**< SHMQ_JOINABLE */
+};
+
+/* ------------------------------------------------------------------ */
+/* Creating, sharing and releasing                                      */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Create an anonymous queue (memfd-backed) and a handle to it.
+ *
+ * cfg may be NULL for all defaults. Share the queue with fork() (children
+ * inherit the handle), across exec (shmq_fd() with FD_CLOEXEC cleared, then
+ * shmq_from_fd()), or by sending shmq_fd() over a Unix socket.
+ *
+ * Returns 0 and *q, or -EINVAL (q NULL, unknown flags, maxsize above
+ * SHMQ_MAXSIZE_LIMIT, capacity smaller than one max_message message or
+ * too large), -ENOMEM, -EMFILE/-ENFILE, or another errno of memfd_create,
+ * ftruncate or mmap. Does not block. Thread-safe.
+ */
+int shmq_create(shmq_t **q, const struct shmq_config *cfg);
+
+/**
+ * Create a named queue under /dev/shm (shm_open with O_EXCL).
+ *
+ * name: '/' then 1 to 200 characters, none of them '/', not "/." or "/..".
+ * mode: permission bits of the region; 0 means 0600; the umask applies.
+ *
+ * Returns 0 and *q, -EINVAL (bad name, mode or cfg, as shmq_create),
+ * -ENAMETOOLONG, -EEXIST (the name is taken), -EACCES, or the errors of
+ * shmq_create. On failure no name is left behind. Does not block.
+ */
+int shmq_create_named(shmq_t **q, const char *name,
+                      const struct shmq_config *cfg, mode_t mode);
+
+/**
+ * Open a named queue created by shmq_create_named().
+ *
+ * Returns 0 and *q, -EINVAL (bad name), -ENAMETOOLONG, -ENOENT, -EACCES,
+ * -EPROTO (the region is not a shmq queue of this layout version, or its
+ * header is corrupt), -ENOMEM. Does not block.
+ */
+int shmq_open(shmq_t **q, const char *name);
+
+/**
+ * Remove a queue's name. Open handles keep working; the memory is freed
+ * when the last handle is released.
+ *
+ * Returns 0, -EINVAL (bad name), -ENAMETOOLONG, -ENOENT, -EACCES.
+ */
+int shmq_unlink(const char *name);
+
+/**
+ * The descriptor of the queue's region, to inherit across exec or to send
+ * over a Unix socket (SCM_RIGHTS). It belongs to the handle: do not close
+ * it. It is close-on-exec; clear FD_CLOEXEC on it, or on a dup, to pass
+ * it across exec. Returns the fd, or -EINVAL when q is NULL.
+ */
+int shmq_fd(const shmq_t *q);
+
+/**
+ * Attach to the queue whose region fd refers to. The fd is duplicated
+ * (close-on-exec); the caller keeps its own.
+ *
+ * Returns 0 and *q, -EINVAL (q NULL), -EBADF (fd negative or not open),
+ * -EPROTO (not a shmq region, wrong layout version, wrong size or corrupt
+ * header), -ENOMEM, -EMFILE. Does not block.
+ */
+int shmq_from_fd(shmq_t **q, int fd);
+
+/**
+ * Release this handle: unmap, close its descriptors. Other handles, in
+ * this or other processes, are not affected; the queue is not closed.
+ * NULL is fine. No other thread may use the handle during or after it.
+ */
+void shmq_release(shmq_t *q);
+
+/* ------------------------------------------------------------------ */
+/* Putting and getting                                                  */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Put one message of len bytes (len may be 0; msg may be NULL then).
+ *
+ * Blocks while the queue is full (by count or by bytes), up to timeout_ns.
+ * Returns 0, or
+ *   -EINVAL    q NULL, msg NULL with len > 0, bad timeout
+ *   -EMSGSIZE  len > shmq_max_message(q)
+ *   -EPIPE     the queue is closed (whatever the timeout)
+ *   -EAGAIN    full and timeout_ns is SHMQ_NOWAIT
+ *   -ETIMEDOUT full until the timeout expired
+ *   -EBADMSG   the shared region is corrupt
+ * Lock-free when the queue is not full: a preempted or killed process
+ * never stops the others from putting. Thread-safe.
+ */
+int shmq_put(shmq_t *q, const void *msg, size_t len, int64_t timeout_ns);
+
+/**
+ * Get the oldest message into buf (cap bytes); its length goes to *len.
+ *
+ * Blocks while the queue is empty, up to timeout_ns. Returns 0, or
+ *   -EINVAL    q or len NULL, buf NULL with cap > 0, bad timeout
+ *   -ENOBUFS   the message is longer than cap: *len is the size needed,
+ *              the message stays in the queue
+ *   -EPIPE     the queue is closed and drained (also with SHMQ_NOWAIT)
+ *   -EAGAIN    empty and timeout_ns is SHMQ_NOWAIT
+ *   -ETIMEDOUT empty until the timeout expired
+ *   -EBADMSG   the shared region is corrupt
+ * Messages come in the order their puts claimed space: FIFO per producer.
+ * Thread-safe.
+ */
+int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
+             int64_t timeout_ns);
+
+/** shmq_put(q, msg, len, SHMQ_NOWAIT). */
+int shmq_put_nowait(shmq_t *q, const void *msg, size_t len);
+
+/** shmq_get(q, buf, cap, len, SHMQ_NOWAIT). */
+int shmq_get_nowait(shmq_t *q, void *buf, size_t cap, size_t *len);
+
+/* ------------------------------------------------------------------ */
+/* State                                                                */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Number of messages queued (0-byte ones included): exact when no put or
+ * get is in progress, a snapshot otherwise. 0 for NULL.
+ */
+size_t shmq_qsize(const shmq_t *q);
+
+/** shmq_qsize(q) == 0. true for NULL. */
+bool shmq_empty(const shmq_t *q);
+
+/**
+ * true exactly when shmq_put_nowait of a 0-byte message would return
+ * -EAGAIN: maxsize messages are queued, or no storage unit is free.
+ * false for NULL. A snapshot, as qsize.
+ */
+bool shmq_full(const shmq_t *q);
+
+/** Largest message put accepts (the requested value, perhaps rounded
+ * up, never down). 0 for NULL. */
+size_t shmq_max_message(const shmq_t *q);
+
+/* ------------------------------------------------------------------ */
+/* Closing and task accounting                                          */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Close the queue, for every handle in every process: blocked puts and
+ * gets wake; put returns -EPIPE from now on; get drains what is queued,
+ * then returns -EPIPE. Replaces sentinel messages. A second close
+ * returns 0. Returns 0 or -EINVAL (q NULL). Does not block.
+ */
+int shmq_close(shmq_t *q);
+
+/** true once shmq_close() was called on any handle of the queue. */
+bool shmq_closed(const shmq_t *q);
+
+/**
+ * Mark one message as processed (JoinableQueue.task_done). Returns 0,
+ * -EINVAL (q NULL, or more task_done calls than messages put), -ENOTSUP
+ * (the queue was not created with SHMQ_JOINABLE). Does not block.
+ */
+int shmq_task_done(shmq_t *q);
+
+/**
+ * Wait until every message put has been marked with shmq_task_done()
+ * (JoinableQueue.join). Returns 0, -EINVAL (q NULL, bad timeout),
+ * -ENOTSUP (not joinable; never blocks), -EAGAIN (unfinished tasks and
+ * SHMQ_NOWAIT), -ETIMEDOUT. Thread-safe.
+ */
+int shmq_join(shmq_t *q, int64_t timeout_ns);
+
+/* ------------------------------------------------------------------ */
+/* Tuning                                                               */
+/* ------------------------------------------------------------------ */
+
+/** Default spin of the adaptive wait, in nanoseconds. */
+#define SHMQ_DEFAULT_SPIN_NS 20000
+
+/**
+ * Set how long a blocking put or get through this handle spins (polling
+ * the queue, no system call) before it sleeps on a futex. 0 sleeps at
+ * once. The default, SHMQ_DEFAULT_SPIN_NS, lets a message that arrives
+ * within microseconds be taken without a sleep and a wakeup. Returns 0
+ * or -EINVAL (q NULL, spin_ns negative). Thread-safe.
+ */
+int shmq_set_spin(shmq_t *q, int64_t spin_ns);
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                               */
+/* ------------------------------------------------------------------ */
+
+/** A static string naming err (negative errno, or 0). Never NULL. */
+const char *shmq_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SHMQ_H */

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shm.c - the shared region: geometry, memfd / shm_open, seals, the
+ * identity header and its validation, and the mirrored mapping.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shm.h"
+#include "shmq.h"
+
+#define SHM_NAME_MAX 200
+#define SHM_PAGE 4096u
+/* Upper bound of a region, against arithmetic overflow and absurd sizes. */
+#define SHM_REGION_MAX ((uint64_t)1 << 40)
+
+int shm_check_name(const char *name)
+{
+    if (!name || name[0] != '/')
+        return -EINVAL;
+    size_t n = strnlen(name + 1, SHM_NAME_MAX + 1);
+    if (n == 0 || strchr(name + 1, '/'))
+        return -EINVAL;
+    if (!strcmp(name, "/.") || !strcmp(name, "/.."))
+        return -EINVAL;
+    return n > SHM_NAME_MAX ? -ENAMETOOLONG : 0;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t align)
+{
+    return (v + align - 1) & ~(align - 1);
+}
+
+static uint64_t pow2_at_least(uint64_t v)
+{
+    uint64_t p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+/* The smallest unit (>= 8 bytes) in which a max_message record fits the
+ * descriptor's units field. */
+static uint32_t unit_shift_for(uint64_t max_message)
+{
+    uint32_t shift = 3;
+    while (((max_message + ((uint64_t)1 << shift) - 1) >> shift) >
+           DESC_MAX_UNITS)
+        shift++;
+    return shift;
+}
+
+static int geometry_sizes(uint64_t maxsize, uint64_t capacity,
+                          uint64_t max_message, struct shmq_geometry *g)
+{
+    if (maxsize < 1 || maxsize > SHMQ_MAXSIZE_LIMIT || max_message < 1 ||
+        max_message > ((uint64_t)1 << 32))
+        return -EINVAL;
+    g->maxsize = (uint32_t)maxsize;
+    g->desc_count = (uint32_t)pow2_at_least(maxsize);
+    g->unit_shift = unit_shift_for(max_message);
+    g->max_message = max_message;
+    uint64_t unit = (uint64_t)1 << g->unit_shift;
+    g->max_units = (uint32_t)((max_message + unit - 1) >> g->unit_shift);
+    uint64_t cap_units = capacity >> g->unit_shift;
+    if (cap_units < g->max_units || cap_units > ((uint64_t)1 << 31))
+        return -EINVAL;
+    g->cap_units = (uint32_t)cap_units;
+    uint64_t ring_units = pow2_at_least(cap_units);
+    if (ring_units < SHM_PAGE >> g->unit_shift)
+        ring_units = SHM_PAGE >> g->unit_shift;
+    g->ring_units = (uint32_t)ring_units;
+    uint64_t parts_end = SHMQ_PARTICIPANTS_OFFSET +
+                         SHMQ_PARTICIPANTS * sizeof(struct shmq_participant);
+    g->desc_offset = round_up(parts_end, SHMQ_CACHELINE);
+    g->ring_offset = round_up(g->desc_offset + (uint64_t)g->desc_count *
+                                                   sizeof(struct shmq_desc),
+                              SHM_PAGE);
+    g->region_size = g->ring_offset + (ring_units << g->unit_shift);
+    return g->region_size <= SHM_REGION_MAX ? 0 : -EINVAL;
+}
+
+int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo)
+{
+    struct shmq_config c = {0};
+    if (cfg)
+        c = *cfg;
+    if (c.flags & ~SHMQ_JOINABLE)
+        return -EINVAL;
+    uint64_t max_message = c.max_message ? c.max_message
+                                         : SHMQ_DEFAULT_MAX_MESSAGE;
+    uint64_t capacity = c.capacity;
+    if (!capacity) {
+        capacity = SHMQ_DEFAULT_CAPACITY;
+        if (capacity < 2 * max_message)
+            capacity = 2 * max_message + 8;
+    }
+    geo->flags = c.flags;
+    return geometry_sizes(c.maxsize ? c.maxsize : SHMQ_DEFAULT_MAXSIZE,
+                          capacity, max_message, geo);
+}
+
+static int memfd_sealed(uint64_t size)
+{
+    int fd = memfd_create("shmq", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
+            0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static int shm_named(uint64_t size, const char *name, mode_t mode)
+{
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                      mode ? mode : 0600);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) < 0) {
+        int err = -errno;
+        close(fd);
+        shm_unlink(name);
+        return err;
+    }
+    return fd;
+}
+
+int shm_create_fd(const struct shmq_geometry *geo, const char *name,
+                  mode_t mode)
+{
+    return name ? shm_named(geo->region_size, name, mode)
+                : memfd_sealed(geo->region_size);
+}
+
+void shm_init_region(struct shmq *q)
+{
+    const struct shmq_geometry *g = &q->geo;
+    struct shmq_header *h = q->hdr;
+    /* Each sequence number s finds its descriptor "free since s - N",
+     * which is what a producer claiming s expects. */
+    for (uint32_t i = 0; i < g->desc_count; i++)
+        store_relaxed(&q->desc[i].word,
+                      desc_pack(i - g->desc_count, DESC_FREE, 0, 1));
+    h->id = (struct shmq_identity){
+        .magic = SHMQ_MAGIC,
+        .version = SHMQ_LAYOUT_VERSION,
+        .flags = g->flags,
+        .maxsize = g->maxsize,
+        .desc_count = g->desc_count,
+        .unit_shift = g->unit_shift,
+        .cap_units = g->cap_units,
+        .ring_units = g->ring_units,
+        .participants = SHMQ_PARTICIPANTS,
+        .max_message = g->max_message,
+        .desc_offset = g->desc_offset,
+        .ring_offset = g->ring_offset,
+        .region_size = g->region_size,
+    };
+    /* Publishes the identity and descriptors to whoever maps the fd
+     * later (they synchronise through the fd hand-over itself). */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static int identity_matches(const struct shmq_identity *id,
+                            struct shmq_geometry *g)
+{
+    if (id->magic != SHMQ_MAGIC || id->version != SHMQ_LAYOUT_VERSION ||
+        id->participants != SHMQ_PARTICIPANTS ||
+        (id->flags & ~SHMQ_JOINABLE) || id->unit_shift > 40)
+        return -EPROTO;
+    uint64_t capacity = (uint64_t)id->cap_units << id->unit_shift;
+    if (geometry_sizes(id->maxsize, capacity, id->max_message, g) < 0)
+        return -EPROTO;
+    g->flags = id->flags;
+    if (g->desc_count != id->desc_count || g->unit_shift != id->unit_shift ||
+        g->cap_units != id->cap_units || g->ring_units != id->ring_units ||
+        g->desc_offset != id->desc_offset ||
+        g->ring_offset != id->ring_offset ||
+        g->region_size != id->region_size)
+        return -EPROTO;
+    return 0;
+}
+
+int shm_read_identity(int fd, struct shmq_geometry *geo)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < sizeof(struct shmq_header))
+        return -EPROTO;
+    struct shmq_identity id;
+    ssize_t n = pread(fd, &id, sizeof id, 0);
+    if (n < 0)
+        return -errno;
+    if ((size_t)n != sizeof id)
+        return -EPROTO;
+    int rc = identity_matches(&id, geo);
+    if (rc < 0)
+        return rc;
+    return (uint64_t)st.st_size == geo->region_size ? 0 : -EPROTO;
+}
+
+int shm_map(struct shmq *q)
+{
+    const struct shmq_geometry *g = &q->geo;
+    uint64_t ring_bytes = (uint64_t)g->ring_units << g->unit_shift;
+    size_t total = (size_t)(g->region_size + ring_bytes);
+    /* Reserve the whole span first so that the mirror lands right after
+     * the region, then map the fd twice into it. */
+    unsigned char *base =
+        mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return -errno;
+    int prot = PROT_READ | PROT_WRITE;
+    if (mmap(base, (size_t)g->region_size, prot, MAP_SHARED | MAP_FIXED,
+             q->fd, 0) == MAP_FAILED ||
+        mmap(base + g->region_size, (size_t)ring_bytes, prot,
+             MAP_SHARED | MAP_FIXED, q->fd,
+             (off_t)g->ring_offset) == MAP_FAILED) {
+        int err = -errno;
+        munmap(base, total);
+        return err;
+    }
+    q->map = base;
+    q->map_size = total;
+    q->hdr = (struct shmq_header *)base;
+    q->parts = (struct shmq_participant *)(base + SHMQ_PARTICIPANTS_OFFSET);
+    q->desc = (struct shmq_desc *)(base + g->desc_offset);
+    q->ring = base + g->ring_offset;
+    return 0;
+}
+
+void shm_unmap(struct shmq *q)
+{
+    if (q->map)
+        munmap(q->map, q->map_size);
+    q->map = NULL;
+}

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/* shm.h - the region: names, geometry, creation, validation, mapping. */
+#ifndef SHMQ_SHM_H
+#define SHMQ_SHM_H
+
+#include <sys/types.h>
+
+#include "internal.h"
+
+struct shmq_config;
+
+/* -EINVAL unless name is '/' then 1..200 chars without '/', not . or .. */
+int shm_check_name(const char *name);
+
+/* Sizes for cfg (NULL: defaults); -EINVAL when they are out of bounds. */
+int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo);
+
+/* A new sized region: memfd (name NULL, sealed against shrink and grow)
+ * or shm_open(name, O_EXCL). Returns the fd or a negative errno. */
+int shm_create_fd(const struct shmq_geometry *geo, const char *name,
+                  mode_t mode);
+
+/* Write the identity and initial state into q's freshly mapped region. */
+void shm_init_region(struct shmq *q);
+
+/* Read and validate the identity of fd's region into q->geo.
+ * -EPROTO when it is not a region of this layout, -EBADF, ... */
+int shm_read_identity(int fd, struct shmq_geometry *geo);
+
+/* Map fd's region (with the mirror of its ring) into q. */
+int shm_map(struct shmq *q);
+void shm_unmap(struct shmq *q);
+
+#endif /* SHMQ_SHM_H */

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wait.h - futex event counts, deadlines and the adaptive spin.
+ *
+ * An event is the low 32 bits of a shared word: a counter in bits 0..30
+ * and a "sleepers" flag in bit 31 (as Concurrency Kit's ck_ec). Sleepers
+ * set the flag; a signaller pays for a futex wake only when it is set,
+ * and clears it, so a burst of puts wakes the consumers once and a
+ * queue nobody sleeps on costs no system call at all.
+ */
+#ifndef SHMQ_WAIT_H
+#define SHMQ_WAIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Absolute CLOCK_MONOTONIC time in ns; -1 means no deadline. */
+typedef int64_t wait_deadline_t;
+
+int64_t wait_now(void);
+wait_deadline_t wait_deadline(int64_t timeout_ns);
+
+/* Announce a sleeper; returns the value to pass to wait_sleep. The
+ * caller must re-check its condition after this and before sleeping. */
+uint32_t wait_prepare(uint64_t *event);
+
+/* Sleep while the event still holds `seen`, until `until` (absolute,
+ * -1 = forever). Spurious returns are fine; signals are absorbed.
+ * 0, or -ETIMEDOUT once `until` has passed. */
+int wait_sleep(uint64_t *event, uint32_t seen, wait_deadline_t until);
+
+/* Wake every sleeper if there is one. Cheap when nobody sleeps. */
+void wait_signal(uint64_t *event);
+
+/* Wake every sleeper, flag or not (close). */
+void wait_broadcast(uint64_t *event);
+
+/* Pause the CPU briefly inside a spin loop. */
+static inline void wait_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+#endif /* SHMQ_WAIT_H */
