@@ -29,11 +29,22 @@
  * region must have been scribbled on. Each failed attempt means another
  * process completed a step, so honest contention never gets close. */
 #define RING_RETRIES (1u << 20)
+/* Most records one CAS moves release past. */
+#define RELEASE_BATCH 64u
 
-static struct shmq_desc *desc_of(const struct shmq *q, uint32_t seq)
+struct shmq_desc *ring_desc(const struct shmq *q, uint32_t seq)
 {
-    return &q->desc[seq & (q->geo.desc_count - 1)];
+    /* Consecutive sequence numbers go to consecutive cache lines (four
+     * descriptors a line), so a producer claiming seq + 1 does not steal
+     * the line a consumer is taking seq from. */
+    uint32_t n = q->geo.desc_count, s = seq & (n - 1);
+    if (n < 16)
+        return &q->desc[s];
+    uint32_t lines = n / 4;
+    return &q->desc[(s & (lines - 1)) * 4 + (s / lines)];
 }
+
+#define desc_of ring_desc
 
 static bool units_ok(const struct shmq *q, uint32_t units)
 {
@@ -214,8 +225,47 @@ int ring_free(struct shmq *q, const struct ring_ref *ref)
     uint64_t w = desc_pack(ref->seq, DESC_READING, q->slot, ref->units);
     uint64_t f = desc_pack(ref->seq, DESC_FREE, q->slot, ref->units);
     /* release: our reads of the bytes happen before anyone reuses them
-     * (pairs with the acquire of this word in ring_advance_release). */
-    return cas_acq_rel(&d->word, &w, f) ? 0 : -EBADMSG;
+     * (pairs with the acquire of this word when release moves past it);
+     * seq_cst: ordered before wait_has_sleepers(not_full) (wait.c). */
+    return __atomic_compare_exchange_n(&d->word, &w, f, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_RELAXED)
+               ? 0
+               : -EBADMSG;
+}
+
+/* How far release may move from r in one CAS: the freed (or aborted)
+ * records that follow it, up to head. Each stays so until release passes
+ * it, so the sum is still right when the CAS succeeds. */
+static uint32_t releasable(struct shmq *q, uint64_t r, uint32_t head_seq,
+                           uint32_t *units)
+{
+    uint32_t n = 0, rs = pos_seq(r);
+    *units = 0;
+    while (rs + n != head_seq && n < RELEASE_BATCH) {
+        uint64_t w = load_acquire(&desc_of(q, rs + n)->word);
+        unsigned st = desc_state(w);
+        if (desc_seq(w) != rs + n || !units_ok(q, desc_units(w)) ||
+            (st != DESC_FREE && st != DESC_ABORTED))
+            break;
+        *units += desc_units(w);
+        n++;
+    }
+    return n;
+}
+
+/* Release never passes head, since records there may not be taken yet;
+ * but a record taken (or aborted) by a consumer that stopped before
+ * moving the head lets anyone move the head for it, e.g. a producer
+ * waiting for room. true if it moved. */
+static bool head_help_taken(struct shmq *q, uint64_t hd)
+{
+    uint64_t w = load_acquire(&desc_of(q, pos_seq(hd))->word);
+    unsigned st = desc_state(w);
+    if (desc_seq(w) != pos_seq(hd) || !units_ok(q, desc_units(w)) ||
+        st == DESC_WRITING || st == DESC_COMMITTED)
+        return false;
+    pos_help(&q->hdr->head.word, hd, desc_units(w));
+    return true;
 }
 
 /* One step of release; true if it moved (by us or another). */
@@ -224,25 +274,14 @@ static bool release_once(struct shmq *q)
     struct shmq_header *h = q->hdr;
     uint64_t r = load_acquire(&h->release.word);
     uint64_t hd = load_acquire(&h->head.word);
-    uint32_t rs = pos_seq(r);
-    if (pos_seq(hd) - rs > q->geo.maxsize)
-        return false;
-    uint64_t w = load_acquire(&desc_of(q, rs)->word);
-    unsigned st = desc_state(w);
-    if (desc_seq(w) != rs || !units_ok(q, desc_units(w)))
+    if (pos_seq(hd) - pos_seq(r) > q->geo.maxsize)
         return load_acquire(&h->release.word) != r;
-    if (rs == pos_seq(hd)) {
-        /* release never passes head; but a record taken (or aborted) by
-         * a consumer that stopped before moving the head lets anyone
-         * move the head for it, e.g. a producer waiting for room. */
-        if (st == DESC_WRITING || st == DESC_COMMITTED)
-            return false;
-        pos_help(&h->head.word, hd, desc_units(w));
-        return true;
-    }
-    if (st != DESC_FREE && st != DESC_ABORTED)
+    if (pos_seq(hd) == pos_seq(r))
+        return head_help_taken(q, hd);
+    uint32_t units, n = releasable(q, r, pos_seq(hd), &units);
+    if (n == 0)
         return load_acquire(&h->release.word) != r;
-    uint64_t next = pos_pack(rs + 1, pos_units(r) + desc_units(w));
+    uint64_t next = pos_pack(pos_seq(r) + n, pos_units(r) + units);
     /* seq_cst: publishes the room (release) and orders the move before
      * the waker's load of the not_full event (wait.c). */
     __atomic_compare_exchange_n(&h->release.word, &r, next, 0,

@@ -31,6 +31,9 @@ struct ring_stall {
     uint64_t word;  /* its descriptor word */
 };
 
+/* The descriptor of a sequence number. */
+struct shmq_desc *ring_desc(const struct shmq *q, uint32_t seq);
+
 /* Claim room for a payload of len bytes (len <= max_message).
  * 0, -EAGAIN (full: by count or bytes), -EBADMSG (corrupt). */
 int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,

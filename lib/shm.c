@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ring.h"
 #include "shm.h"
 #include "shmq.h"
 
@@ -148,9 +149,9 @@ void shm_init_region(struct shmq *q)
     struct shmq_header *h = q->hdr;
     /* Each sequence number s finds its descriptor "free since s - N",
      * which is what a producer claiming s expects. */
-    for (uint32_t i = 0; i < g->desc_count; i++)
-        store_relaxed(&q->desc[i].word,
-                      desc_pack(i - g->desc_count, DESC_FREE, 0, 1));
+    for (uint32_t s = 0; s < g->desc_count; s++)
+        store_relaxed(&ring_desc(q, s)->word,
+                      desc_pack(s - g->desc_count, DESC_FREE, 0, 1));
     h->id = (struct shmq_identity){
         .magic = SHMQ_MAGIC,
         .version = SHMQ_LAYOUT_VERSION,

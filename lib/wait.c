@@ -81,6 +81,14 @@ static void futex_wake_all(uint32_t *ev)
     errno = saved;
 }
 
+bool wait_has_sleepers(uint64_t *event)
+{
+    /* seq_cst: this load plays the signaller's part of the Dekker
+     * argument above, after the seq_cst free of the record. */
+    return __atomic_load_n(event_word(event), __ATOMIC_SEQ_CST) &
+           EVENT_SLEEPERS;
+}
+
 void wait_signal(uint64_t *event)
 {
     uint32_t *ev = event_word(event);

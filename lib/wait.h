@@ -29,6 +29,9 @@ uint32_t wait_prepare(uint64_t *event);
  * 0, or -ETIMEDOUT once `until` has passed. */
 int wait_sleep(uint64_t *event, uint32_t seen, wait_deadline_t until);
 
+/* Does anybody sleep on the event (or is about to)? */
+bool wait_has_sleepers(uint64_t *event);
+
 /* Wake every sleeper if there is one. Cheap when nobody sleeps. */
 void wait_signal(uint64_t *event);
 
