@@ -466,7 +466,7 @@ SHMQ_PUBLIC int shmq_task_done(shmq_t *q)
     uint64_t done = load_acquire(word);
     for (;;) {
         uint32_t left = unfinished(q, (uint32_t)done);
-        if (left == 0 || left > q->geo.maxsize + (uint32_t)INT32_MAX / 2)
+        if ((int32_t)left <= 0) /* nothing unfinished (or scribbles) */
             return -EINVAL;
         /* seq_cst: ordered before the signal's load of the event */
         if (__atomic_compare_exchange_n(word, &done, done + 1, 0,

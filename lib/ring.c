@@ -143,7 +143,9 @@ int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
 int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len)
 {
     struct shmq_desc *d = desc_of(q, ref->seq);
-    store_relaxed(&d->len, len);
+    /* release: a consumer that reads this len also sees our claim of the
+     * word (take_once re-checks the word after reading len) */
+    store_release(&d->len, len);
     uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units);
     uint64_t c = desc_pack(ref->seq, DESC_COMMITTED, q->slot, ref->units);
     /* seq_cst: publishes the bytes and len (release), and orders this
@@ -191,7 +193,13 @@ static int take_once(struct shmq *q, uint64_t hd, size_t cap, uint64_t *len,
         pos_help(&h->head.word, hd, units);
         return 1;
     }
-    uint64_t n = load_relaxed(&d->len);
+    /* len is stable while the word is: another consumer may take, free
+     * and let a producer reuse this descriptor between our two loads, so
+     * judge len only if the word did not change (acquire: len is read
+     * before it). */
+    uint64_t n = __atomic_load_n(&d->len, __ATOMIC_ACQUIRE);
+    if (load_acquire(&d->word) != w)
+        return 1;
     if (n > q->geo.max_message || units_for(q, n) != units)
         return -EBADMSG;
     if (n > cap) {
