@@ -47,13 +47,13 @@ extern "C" {
 /** Opaque handle of one queue in this process. */
 typedef struct shmq shmq_t;
 
-#define SHMQ_FOREVER ((int64_t)-1) /**< timeout_ns: wait without limit */
-#define SHMQ_NOWAIT ((int64_t)0)   /**< timeout_ns: do not wait */
-#define SHMQ_JOINABLE 0x1u         /**< cfg.flags: task_done()/join() */
+#define SHMQ_FOREVER  ((int64_t)-1) /**< timeout_ns: wait without limit */
+#define SHMQ_NOWAIT   ((int64_t)0)  /**< timeout_ns: do not wait */
+#define SHMQ_JOINABLE 0x1u          /**< cfg.flags: task_done()/join() */
 
 /** Defaults used where a field of struct shmq_config is 0. */
-#define SHMQ_DEFAULT_MAXSIZE 65536u
-#define SHMQ_DEFAULT_CAPACITY (4u << 20)
+#define SHMQ_DEFAULT_MAXSIZE     65536u
+#define SHMQ_DEFAULT_CAPACITY    (4u << 20)
 #define SHMQ_DEFAULT_MAX_MESSAGE (64u << 10)
 
 /** Largest maxsize a queue accepts. */
@@ -183,8 +183,7 @@ int shmq_put(shmq_t *q, const void *msg, size_t len, int64_t timeout_ns);
  * Messages come in the order their puts claimed space: FIFO per producer.
  * Thread-safe.
  */
-int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
-             int64_t timeout_ns);
+int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len, int64_t timeout_ns);
 
 /** shmq_put(q, msg, len, SHMQ_NOWAIT). */
 int shmq_put_nowait(shmq_t *q, const void *msg, size_t len);

@@ -13,18 +13,18 @@
 #include "layout.h"
 
 #define SHMQ_PUBLIC __attribute__((visibility("default")))
-#define likely(x) __builtin_expect(!!(x), 1)
+#define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 /* Memory orders, spelled out at every use (STYLE.md). */
-#define load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define load_relaxed(p)     __atomic_load_n((p), __ATOMIC_RELAXED)
+#define load_acquire(p)     __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 /* CAS that publishes what came before it and sees what the previous
  * writer published; *expected is refreshed on failure. */
 #define cas_acq_rel(p, expected, desired)                                      \
-    __atomic_compare_exchange_n((p), (expected), (desired), 0,                \
+    __atomic_compare_exchange_n((p), (expected), (desired), 0,                 \
                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
 
 /*
@@ -49,13 +49,13 @@ struct shmq_geometry {
 
 struct shmq {
     struct shmq_geometry geo;
-    int fd;      /* the region; close-on-exec; shmq_fd() */
-    int lock_fd; /* this handle's own open file description: holds the
-                    OFD lock that says its participant slot is alive */
-    unsigned slot;        /* participant slot, valid when registered */
-    uint64_t reg_epoch;   /* atomic: process incarnation that registered */
-    int64_t spin_ns;      /* atomic: adaptive wait before sleeping */
-    void *map;            /* region followed by the mirror of its ring */
+    int fd;             /* the region; close-on-exec; shmq_fd() */
+    int lock_fd;        /* this handle's own open file description: holds the
+                           OFD lock that says its participant slot is alive */
+    unsigned slot;      /* participant slot, valid when registered */
+    uint64_t reg_epoch; /* atomic: process incarnation that registered */
+    int64_t spin_ns;    /* atomic: adaptive wait before sleeping */
+    void *map;          /* region followed by the mirror of its ring */
     size_t map_size;
     struct shmq_header *hdr;
     struct shmq_participant *parts;

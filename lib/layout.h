@@ -28,10 +28,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHMQ_MAGIC 0x31514d48534dull /* "SHMQ1" little-endian, in a u64 */
+#define SHMQ_MAGIC          0x31514d48534dull /* "SHMQ1" little-endian, in a u64 */
 #define SHMQ_LAYOUT_VERSION 1u
-#define SHMQ_CACHELINE 64
-#define SHMQ_PARTICIPANTS 1024u /* owner field is 10 bits */
+#define SHMQ_CACHELINE      64
+#define SHMQ_PARTICIPANTS   1024u /* owner field is 10 bits */
 
 /*
  * A position word packs a message sequence number (high 32 bits) and a
@@ -70,7 +70,7 @@ enum desc_state {
 
 #define DESC_OWNER_BITS 10
 #define DESC_UNITS_BITS 19
-#define DESC_MAX_UNITS ((1u << DESC_UNITS_BITS) - 1)
+#define DESC_MAX_UNITS  ((1u << DESC_UNITS_BITS) - 1)
 
 static inline uint64_t desc_pack(uint32_t seq, unsigned state, unsigned owner,
                                  uint32_t units)

@@ -24,8 +24,7 @@ int liveness_register(struct shmq *q);
 static inline bool liveness_current(const struct shmq *q)
 {
     extern uint64_t liveness_epoch;
-    return likely(load_acquire(&q->reg_epoch) ==
-                  load_relaxed(&liveness_epoch));
+    return likely(load_acquire(&q->reg_epoch) == load_relaxed(&liveness_epoch));
 }
 
 /* Register again if q was inherited over fork. */

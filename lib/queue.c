@@ -266,8 +266,8 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
             if (until < 0 || check < until)
                 until = check;
         }
-        if (wait_sleep(event, seen, until) == -ETIMEDOUT &&
-            deadline >= 0 && wait_now() >= deadline) {
+        if (wait_sleep(event, seen, until) == -ETIMEDOUT && deadline >= 0 &&
+            wait_now() >= deadline) {
             s.has_owner = false;
             rc = fn(q, op, &s); /* one last look before giving up */
             if (rc == -EAGAIN || rc == -EINPROGRESS)

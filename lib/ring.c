@@ -102,9 +102,9 @@ static int claim_once(struct shmq *q, uint64_t t, uint32_t units,
     uint32_t used_seq = seq - pos_seq(r);
     uint32_t used_units = pos - pos_units(r);
     bool sane = used_seq <= q->geo.maxsize && used_units <= q->geo.cap_units;
-    bool prev_done = desc_seq(w) == seq - q->geo.desc_count &&
-                     (desc_state(w) == DESC_FREE ||
-                      desc_state(w) == DESC_ABORTED);
+    bool prev_done =
+        desc_seq(w) == seq - q->geo.desc_count &&
+        (desc_state(w) == DESC_FREE || desc_state(w) == DESC_ABORTED);
     if (!sane || (used_seq < q->geo.maxsize && !prev_done)) {
         /* A stale tail explains it; an unchanged one means scribbles. */
         return load_acquire(&h->tail.word) != t ? 1 : -EBADMSG;
@@ -215,8 +215,8 @@ static int take_once(struct shmq *q, uint64_t hd, size_t cap, uint64_t *len,
     return 0;
 }
 
-int ring_take(struct shmq *q, size_t cap, uint64_t *len,
-              struct ring_ref *ref, struct ring_stall *stall)
+int ring_take(struct shmq *q, size_t cap, uint64_t *len, struct ring_ref *ref,
+              struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
         uint64_t hd = load_acquire(&q->hdr->head.word);
@@ -292,8 +292,8 @@ static bool release_once(struct shmq *q)
     uint64_t next = pos_pack(pos_seq(r) + n, pos_units(r) + units);
     /* seq_cst: publishes the room (release) and orders the move before
      * the waker's load of the not_full event (wait.c). */
-    __atomic_compare_exchange_n(&h->release.word, &r, next, 0,
-                                __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+    __atomic_compare_exchange_n(&h->release.word, &r, next, 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_RELAXED);
     return true;
 }
 
@@ -323,8 +323,8 @@ bool ring_recover(struct shmq *q, const struct ring_stall *stall)
                                __ATOMIC_RELEASE);
         break;
     case DESC_READING:
-        done = cas_acq_rel(&d->word, &w,
-                           desc_pack(seq, DESC_FREE, owner, units));
+        done =
+            cas_acq_rel(&d->word, &w, desc_pack(seq, DESC_FREE, owner, units));
         break;
     default:
         break;

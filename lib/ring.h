@@ -46,8 +46,8 @@ int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len);
  * 0 (*len set), -EAGAIN (empty), -EINPROGRESS (the oldest record is still
  * being written: stall names the writer), -ENOBUFS (*len is the size
  * needed, nothing taken), -EBADMSG. */
-int ring_take(struct shmq *q, size_t cap, uint64_t *len,
-              struct ring_ref *ref, struct ring_stall *stall);
+int ring_take(struct shmq *q, size_t cap, uint64_t *len, struct ring_ref *ref,
+              struct ring_stall *stall);
 
 /* Give a taken record's room back. 0 or -EBADMSG. */
 int ring_free(struct shmq *q, const struct ring_ref *ref);

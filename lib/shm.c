@@ -16,7 +16,7 @@
 #include "shmq.h"
 
 #define SHM_NAME_MAX 200
-#define SHM_PAGE 4096u
+#define SHM_PAGE     4096u
 /* Upper bound of a region, against arithmetic overflow and absurd sizes. */
 #define SHM_REGION_MAX ((uint64_t)1 << 40)
 
@@ -93,8 +93,8 @@ int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo)
         c = *cfg;
     if (c.flags & ~SHMQ_JOINABLE)
         return -EINVAL;
-    uint64_t max_message = c.max_message ? c.max_message
-                                         : SHMQ_DEFAULT_MAX_MESSAGE;
+    uint64_t max_message =
+        c.max_message ? c.max_message : SHMQ_DEFAULT_MAX_MESSAGE;
     uint64_t capacity = c.capacity;
     if (!capacity) {
         capacity = SHMQ_DEFAULT_CAPACITY;
@@ -112,8 +112,7 @@ static int memfd_sealed(uint64_t size)
     if (fd < 0)
         return -errno;
     if (ftruncate(fd, (off_t)size) < 0 ||
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
-            0) {
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
         int err = -errno;
         close(fd);
         return err;
@@ -176,8 +175,8 @@ static int identity_matches(const struct shmq_identity *id,
                             struct shmq_geometry *g)
 {
     if (id->magic != SHMQ_MAGIC || id->version != SHMQ_LAYOUT_VERSION ||
-        id->participants != SHMQ_PARTICIPANTS ||
-        (id->flags & ~SHMQ_JOINABLE) || id->unit_shift > 40)
+        id->participants != SHMQ_PARTICIPANTS || (id->flags & ~SHMQ_JOINABLE) ||
+        id->unit_shift > 40)
         return -EPROTO;
     uint64_t capacity = (uint64_t)id->cap_units << id->unit_shift;
     if (geometry_sizes(id->maxsize, capacity, id->max_message, g) < 0)
@@ -186,8 +185,7 @@ static int identity_matches(const struct shmq_identity *id,
     if (g->desc_count != id->desc_count || g->unit_shift != id->unit_shift ||
         g->cap_units != id->cap_units || g->ring_units != id->ring_units ||
         g->desc_offset != id->desc_offset ||
-        g->ring_offset != id->ring_offset ||
-        g->region_size != id->region_size)
+        g->ring_offset != id->ring_offset || g->region_size != id->region_size)
         return -EPROTO;
     return 0;
 }
@@ -197,7 +195,8 @@ int shm_read_identity(int fd, struct shmq_geometry *geo)
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < sizeof(struct shmq_header))
+    if (!S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size < sizeof(struct shmq_header))
         return -EPROTO;
     struct shmq_identity id;
     ssize_t n = pread(fd, &id, sizeof id, 0);
@@ -223,8 +222,8 @@ int shm_map(struct shmq *q)
     if (base == MAP_FAILED)
         return -errno;
     int prot = PROT_READ | PROT_WRITE;
-    if (mmap(base, (size_t)g->region_size, prot, MAP_SHARED | MAP_FIXED,
-             q->fd, 0) == MAP_FAILED ||
+    if (mmap(base, (size_t)g->region_size, prot, MAP_SHARED | MAP_FIXED, q->fd,
+             0) == MAP_FAILED ||
         mmap(base + g->region_size, (size_t)ring_bytes, prot,
              MAP_SHARED | MAP_FIXED, q->fd,
              (off_t)g->ring_offset) == MAP_FAILED) {
