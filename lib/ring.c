@@ -69,13 +69,15 @@ static void tail_help(struct shmq *q, uint32_t seq, uint32_t units)
         pos_help(&q->hdr->tail.word, t, units);
 }
 
-/* When full, what keeps release from moving: a record being read. */
+/* When full, what keeps release from moving: a record being read, or,
+ * when release has caught up with head, one being written. */
 static void release_stall(struct shmq *q, struct ring_stall *stall)
 {
     uint64_t r = load_acquire(&q->hdr->release.word);
     uint64_t w = load_acquire(&desc_of(q, pos_seq(r))->word);
-    stall->has_owner =
-        desc_seq(w) == pos_seq(r) && desc_state(w) == DESC_READING;
+    unsigned st = desc_state(w);
+    stall->has_owner = desc_seq(w) == pos_seq(r) &&
+                       (st == DESC_READING || st == DESC_WRITING);
     stall->word = w;
 }
 

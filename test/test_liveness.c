@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_liveness.c - crash recovery at exact points of put and get.
+ *
+ * The kill storm (test_kill.c) hits random instructions; these tests stop
+ * a child at a chosen point instead, using the ring's internal steps
+ * (lib/ring.h), so that each recovery path is exercised every run: a
+ * writer dead between claim and commit, a reader dead between take and
+ * free, a full queue whose only blocker is dead, a stopped (not dead)
+ * writer, fork re-registration, a joiner recovering a dead writer.
+ */
+#include "helpers.h"
+
+#include "internal.h"
+#include "liveness.h"
+#include "ring.h"
+
+static shmq_t *make(size_t maxsize, unsigned flags)
+{
+    struct shmq_config c = {.maxsize = maxsize, .capacity = 4096,
+                            .max_message = 256, .flags = flags};
+    shmq_t *q;
+    cr_assert_eq(shmq_create(&q, &c), 0);
+    return q;
+}
+
+/* Child: claim a record and die (SIGKILL) before writing it. */
+static int die_after_claim(void *arg)
+{
+    struct shmq *q = arg;
+    struct ring_ref ref;
+    struct ring_stall st;
+    TH_CHECK_EQ(liveness_ensure(q), 0);
+    TH_CHECK_EQ(ring_claim(q, 5, &ref, &st), 0);
+    memcpy(ring_addr(q, ref.pos), "to", 2); /* a torn half */
+    raise(SIGKILL);
+    return 1;
+}
+
+/* Child: take the oldest record and die before freeing it. */
+static int die_after_take(void *arg)
+{
+    struct shmq *q = arg;
+    struct ring_ref ref;
+    struct ring_stall st;
+    uint64_t len;
+    TH_CHECK_EQ(liveness_ensure(q), 0);
+    TH_CHECK_EQ(ring_take(q, 256, &len, &ref, &st), 0);
+    raise(SIGKILL);
+    return 1;
+}
+
+static void run_to_death(th_child_fn fn, shmq_t *q)
+{
+    pid_t pid = th_fork(fn, q);
+    int st = th_wait_pid(pid, 10 * TH_SEC);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+              "child should have died by SIGKILL (status %d)", st);
+}
+
+static void expect_get(shmq_t *q, const char *want, int64_t timeout_ns)
+{
+    char buf[256];
+    size_t len = 0;
+    int64_t t0 = th_now_ns();
+    int rc = shmq_get(q, buf, sizeof buf, &len, timeout_ns);
+    cr_assert_eq(rc, 0, "get: %s after %lld ms", shmq_strerror(rc),
+                 (long long)((th_now_ns() - t0) / TH_MS));
+    cr_assert_eq(len, strlen(want));
+    cr_assert_arr_eq(buf, want, len);
+}
+
+Test(liveness, dead_writer_is_skipped)
+{
+    shmq_t *q = make(8, 0);
+    run_to_death(die_after_claim, q);
+    cr_assert_eq(shmq_qsize(q), 1, "the dead claim is still queued");
+    cr_assert_eq(shmq_put(q, "after", 5, SHMQ_NOWAIT), 0);
+    expect_get(q, "after", 5 * TH_SEC);
+    cr_assert_eq(shmq_qsize(q), 0);
+    char buf[8];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), -EAGAIN);
+    shmq_release(q);
+}
+
+Test(liveness, nowait_get_recovers_dead_writer)
+{
+    shmq_t *q = make(8, 0);
+    run_to_death(die_after_claim, q);
+    cr_assert_eq(shmq_put(q, "x", 1, SHMQ_NOWAIT), 0);
+    char buf[8];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), 0);
+    cr_assert_eq(len, 1);
+    shmq_release(q);
+}
+
+Test(liveness, dead_reader_gives_room_back)
+{
+    shmq_t *q = make(1, 0);
+    cr_assert_eq(shmq_put(q, "lost", 4, SHMQ_NOWAIT), 0);
+    run_to_death(die_after_take, q);
+    cr_assert_eq(shmq_qsize(q), 0, "the taken record is no longer queued");
+    /* maxsize 1: room only if the dead reader's record is freed */
+    cr_assert_eq(shmq_put(q, "next", 4, 5 * TH_SEC), 0);
+    expect_get(q, "next", SHMQ_NOWAIT);
+    shmq_release(q);
+}
+
+Test(liveness, full_queue_of_a_dead_writer_without_consumers)
+{
+    shmq_t *q = make(1, 0);
+    run_to_death(die_after_claim, q);
+    /* No consumer will ever come by: the producer recovers it itself. */
+    cr_assert_eq(shmq_put(q, "mine", 4, 5 * TH_SEC), 0);
+    expect_get(q, "mine", SHMQ_NOWAIT);
+    shmq_release(q);
+}
+
+struct stopped {
+    struct shmq *q;
+};
+
+/* Child: claim, stop itself (as a descheduled process would be), then
+ * finish the put when continued. */
+static int stop_after_claim(void *arg)
+{
+    struct shmq *q = arg;
+    struct ring_ref ref;
+    struct ring_stall st;
+    TH_CHECK_EQ(liveness_ensure(q), 0);
+    TH_CHECK_EQ(ring_claim(q, 7, &ref, &st), 0);
+    raise(SIGSTOP);
+    memcpy(ring_addr(q, ref.pos), "stopped", 7);
+    TH_CHECK_EQ(ring_commit(q, &ref, 7), 0);
+    return 0;
+}
+
+Test(liveness, stopped_writer_is_not_declared_dead)
+{
+    shmq_t *q = make(8, 0);
+    pid_t pid = th_fork(stop_after_claim, q);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, WUNTRACED), pid);
+    cr_assert(WIFSTOPPED(st));
+    char buf[16];
+    size_t len;
+    /* Several liveness periods pass: the record must stay its own. */
+    cr_assert_eq(shmq_get(q, buf, sizeof buf, &len, 100 * TH_MS),
+                 -ETIMEDOUT);
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), -EAGAIN);
+    kill(pid, SIGCONT);
+    th_assert_child_ok(pid);
+    expect_get(q, "stopped", 5 * TH_SEC);
+    shmq_release(q);
+}
+
+static int report_slot(void *arg)
+{
+    struct shmq *q = arg;
+    unsigned parent_slot = q->slot;
+    TH_CHECK_EQ(shmq_put(q, "c", 1, SHMQ_NOWAIT), 0);
+    TH_CHECK(liveness_current(q));
+    TH_CHECK(q->slot != parent_slot);
+    TH_CHECK(q->lock_fd >= 0);
+    return 0;
+}
+
+Test(liveness, fork_child_takes_a_slot_of_its_own)
+{
+    shmq_t *q = make(8, 0);
+    th_assert_child_ok(th_fork(report_slot, q));
+    /* The parent's slot still reads as alive to anyone else. */
+    shmq_t *other;
+    cr_assert_eq(shmq_from_fd(&other, shmq_fd(q)), 0);
+    cr_assert_neq(other->slot, q->slot);
+    cr_assert(!liveness_dead(other, q->slot));
+    shmq_release(other);
+    expect_get(q, "c", SHMQ_NOWAIT);
+    shmq_release(q);
+}
+
+Test(liveness, released_handle_reads_as_dead)
+{
+    shmq_t *q = make(8, 0);
+    shmq_t *other;
+    cr_assert_eq(shmq_from_fd(&other, shmq_fd(q)), 0);
+    unsigned slot = other->slot;
+    cr_assert(!liveness_dead(q, slot));
+    shmq_release(other);
+    cr_assert(liveness_dead(q, slot));
+    shmq_release(q);
+}
+
+Test(liveness, join_recovers_dead_writer)
+{
+    shmq_t *q = make(8, SHMQ_JOINABLE);
+    run_to_death(die_after_claim, q);
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0,
+                 "a dead writer's message is not a task");
+    cr_assert_eq(shmq_task_done(q), -EINVAL);
+    shmq_release(q);
+}
+
+Test(liveness, recover_owner_aborts_what_a_dead_slot_left)
+{
+    shmq_t *q = make(8, 0);
+    run_to_death(die_after_claim, q);
+    cr_assert_eq(shmq_put(q, "y", 1, SHMQ_NOWAIT), 0);
+    /* find the dead writer's slot in its descriptor */
+    uint64_t hd = load_acquire(&q->hdr->head.word);
+    uint64_t w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
+    cr_assert_eq(desc_state(w), DESC_WRITING);
+    ring_recover_owner(q, desc_owner(w));
+    w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
+    cr_assert_eq(desc_state(w), DESC_ABORTED);
+    shmq_set_spin(q, 0);
+    expect_get(q, "y", SHMQ_NOWAIT);
+    shmq_release(q);
+}
