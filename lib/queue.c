@@ -318,6 +318,14 @@ static int put_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     int rc = ring_claim(q, op->len, &ref, s);
     if (rc < 0)
         return rc;
+    /* A close between the first look and the claim: a consumer may have
+     * found the queue drained already, so this record must not count.
+     * seq_cst: after the claim CAS, against get_attempt's fence. */
+    if (__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST)) {
+        rc = ring_abort(q, &ref);
+        wait_signal(&q->hdr->not_empty.word);
+        return rc < 0 ? rc : -EPIPE;
+    }
     if (op->len)
         memcpy(ring_addr(q, ref.pos), op->msg, op->len);
     rc = ring_commit(q, &ref, op->len);
@@ -349,7 +357,9 @@ static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     int rc = ring_take(q, op->cap, &op->len, &ref, s);
     if (rc == -EAGAIN && closed(q)) {
         /* Drained only if still empty once the flag is seen: a put that
-         * claimed its record before close still delivers it. */
+         * claimed its record before close still delivers it, and one that
+         * claims after this fence sees the flag and withdraws. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         rc = ring_take(q, op->cap, &op->len, &ref, s);
         if (rc == -EAGAIN)
             return -EPIPE;

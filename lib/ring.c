@@ -115,7 +115,10 @@ static int claim_once(struct shmq *q, uint64_t t, uint32_t units,
         return -EAGAIN;
 
     uint64_t mine = desc_pack(seq, DESC_WRITING, q->slot, units);
-    if (!cas_acq_rel(&d->word, &w, mine))
+    /* seq_cst: ordered before the producer's second look at the closed
+     * flag, against a consumer's last look at the tail (queue.c). */
+    if (!__atomic_compare_exchange_n(&d->word, &w, mine, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_ACQUIRE))
         return 1;
     pos_help(&h->tail.word, t, units);
     *ref = (struct ring_ref){.seq = seq, .pos = pos, .units = units};
@@ -305,6 +308,12 @@ bool ring_advance_release(struct shmq *q)
     for (uint32_t i = 0; i <= q->geo.maxsize && release_once(q); i++)
         moved = true;
     return moved;
+}
+
+int ring_abort(struct shmq *q, const struct ring_ref *ref)
+{
+    uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units);
+    return ring_recover(q, &(struct ring_stall){true, w}) ? 0 : -EBADMSG;
 }
 
 bool ring_recover(struct shmq *q, const struct ring_stall *stall)

@@ -42,6 +42,9 @@ int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
 /* Publish a claimed record whose bytes are written. 0 or -EBADMSG. */
 int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len);
 
+/* Withdraw a claimed record (it will be skipped). 0 or -EBADMSG. */
+int ring_abort(struct shmq *q, const struct ring_ref *ref);
+
 /* Take the oldest committed record if its payload fits cap.
  * 0 (*len set), -EAGAIN (empty), -EINPROGRESS (the oldest record is still
  * being written: stall names the writer), -ENOBUFS (*len is the size
