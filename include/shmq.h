@@ -98,7 +98,8 @@ int shmq_create(shmq_t **q, const struct shmq_config *cfg);
  * Create a named queue under /dev/shm (shm_open with O_EXCL).
  *
  * name: '/' then 1 to 200 characters, none of them '/', not "/." or "/..".
- * mode: permission bits of the region; 0 means 0600; the umask applies.
+ * mode: permission bits of the region (bits outside 07777 are -EINVAL);
+ * 0 means 0600; the umask applies.
  *
  * Returns 0 and *q, -EINVAL (bad name, mode or cfg, as shmq_create),
  * -ENAMETOOLONG, -EEXIST (the name is taken), -EACCES, or the errors of
@@ -227,7 +228,8 @@ size_t shmq_max_message(const shmq_t *q);
  */
 int shmq_close(shmq_t *q);
 
-/** true once shmq_close() was called on any handle of the queue. */
+/** true once shmq_close() was called on any handle of the queue; false
+ * for NULL. */
 bool shmq_closed(const shmq_t *q);
 
 /**
