@@ -71,7 +71,8 @@ typedef struct shmq shmq_t;
  */
 struct shmq_config {
     size_t maxsize;     /**< most messages queued at once; 0 = default */
-    size_t capacity;    /**< bytes of message storage; 0 = default */
+    size_t capacity;    /**< bytes of message storage; 0 = default, or
+                             2 * max_message + 8 if that is larger */
     size_t max_message; /**< largest message put accepts; 0 = default */
     unsigned flags;     /**< SHMQ_JOINABLE */
 };
@@ -89,7 +90,8 @@ struct shmq_config {
  *
  * Returns 0 and *q, or -EINVAL (q NULL, unknown flags, maxsize above
  * SHMQ_MAXSIZE_LIMIT, capacity smaller than one max_message message or
- * too large), -ENOMEM, -EMFILE/-ENFILE, or another errno of memfd_create,
+ * too large), -ENOMEM, -EMFILE/-ENFILE, -EUSERS (1024 handles are
+ * attached to the queue already), or another errno of memfd_create,
  * ftruncate or mmap. Does not block. Thread-safe.
  */
 int shmq_create(shmq_t **q, const struct shmq_config *cfg);
@@ -139,7 +141,8 @@ int shmq_fd(const shmq_t *q);
  *
  * Returns 0 and *q, -EINVAL (q NULL), -EBADF (fd negative or not open),
  * -EPROTO (not a shmq region, wrong layout version, wrong size or corrupt
- * header), -ENOMEM, -EMFILE. Does not block.
+ * header), -ENOMEM, -EMFILE, -EUSERS (1024 handles attached already).
+ * Does not block.
  */
 int shmq_from_fd(shmq_t **q, int fd);
 
@@ -165,6 +168,8 @@ void shmq_release(shmq_t *q);
  *   -EAGAIN    full and timeout_ns is SHMQ_NOWAIT
  *   -ETIMEDOUT full until the timeout expired
  *   -EBADMSG   the shared region is corrupt
+ *   -EUSERS, -EMFILE, -ENOENT  first call in a forked child, which
+ *              takes a participant slot of its own (see shmq_create)
  * Lock-free when the queue is not full: a preempted or killed process
  * never stops the others from putting. Thread-safe.
  */
@@ -181,6 +186,7 @@ int shmq_put(shmq_t *q, const void *msg, size_t len, int64_t timeout_ns);
  *   -EAGAIN    empty and timeout_ns is SHMQ_NOWAIT
  *   -ETIMEDOUT empty until the timeout expired
  *   -EBADMSG   the shared region is corrupt
+ *   -EUSERS, -EMFILE, -ENOENT  as for shmq_put
  * Messages come in the order their puts claimed space: FIFO per producer.
  * Thread-safe.
  */
