@@ -173,6 +173,11 @@ static int take_once(struct shmq *q, uint64_t hd, size_t cap, uint64_t *len,
     struct shmq_desc *d = desc_of(q, seq);
     uint64_t w = load_acquire(&d->word);
 
+    if (desc_seq(w) == seq - q->geo.desc_count)
+        /* Not claimed yet, and claims come before the tail moves: the
+         * queue was empty when we read w. Consumers polling an empty
+         * queue touch no producer cache line but this one. */
+        return -EAGAIN;
     if (desc_seq(w) != seq) {
         uint64_t t = load_acquire(&h->tail.word);
         if (pos_seq(t) == seq)
