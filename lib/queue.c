@@ -189,16 +189,16 @@ static bool closed(const struct shmq *q)
 }
 
 /* If the record holding us up belongs to a dead process, recover it.
- * true when something changed and the caller should try again. */
+ * true only when this call changed the record, so that callers looping
+ * on it make progress (a record per turn) and never spin. */
 static bool recover_if_dead(struct shmq *q, const struct ring_stall *s)
 {
-    if (!s->has_owner || !liveness_dead(q, desc_owner(s->word)))
+    if (!s->has_owner || !liveness_dead(q, desc_owner(s->word)) ||
+        !ring_recover(q, s))
         return false;
-    if (ring_recover(q, s)) {
-        wait_signal(&q->hdr->not_full.word);
-        wait_signal(&q->hdr->not_empty.word);
-        wait_signal(&q->hdr->all_done.word);
-    }
+    wait_signal(&q->hdr->not_full.word);
+    wait_signal(&q->hdr->not_empty.word);
+    wait_signal(&q->hdr->all_done.word);
     return true;
 }
 
@@ -251,6 +251,8 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
     for (;;) {
         if (rc != -EAGAIN && rc != -EINPROGRESS)
             return rc;
+        if (deadline >= 0 && wait_now() >= deadline)
+            return -ETIMEDOUT;
         if (recover_if_dead(q, &s)) {
             rc = fn(q, op, &s);
             continue;

@@ -28,7 +28,7 @@
 /* Attempts before a step concludes that nobody makes progress and the
  * region must have been scribbled on. Each failed attempt means another
  * process completed a step, so honest contention never gets close. */
-#define RING_RETRIES (1u << 20)
+#define RING_RETRIES (1u << 18)
 /* Most records one CAS moves release past. */
 #define RELEASE_BATCH 64u
 
