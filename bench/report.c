@@ -1,0 +1,748 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * report.c - what a run found: the Markdown tables on stdout, the JSON
+ * file, the ratios of shmq to pipe, to the fastest peer and to the
+ * matching limit (each taken within a round, then the median and the
+ * min-max over rounds), and the targets of the issue, met or missed.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#include "bench.h"
+
+#ifndef SHMQ_VERSION
+#define SHMQ_VERSION "unknown"
+#endif
+#ifdef HAVE_ZMQ
+#include <zmq.h>
+#endif
+#ifdef HAVE_BOOST
+const char *bmq_boost_version(void);
+#endif
+
+double get_msg_rate(const struct result *r)
+{
+    return r->msg_rate;
+}
+double get_byte_rate(const struct result *r)
+{
+    return r->byte_rate;
+}
+double get_p50(const struct result *r)
+{
+    return r->p50;
+}
+double get_p99(const struct result *r)
+{
+    return r->p99;
+}
+double get_p999(const struct result *r)
+{
+    return r->p999;
+}
+double get_max(const struct result *r)
+{
+    return r->max;
+}
+
+const char *size_name(size_t size)
+{
+    static char buf[4][32];
+    static int k;
+    char *s = buf[k++ & 3];
+    if (size >= (1u << 20) && size % (1u << 20) == 0)
+        snprintf(s, 32, "%zu MiB", size >> 20);
+    else if (size >= 1024 && size % 1024 == 0)
+        snprintf(s, 32, "%zu KiB", size >> 10);
+    else
+        snprintf(s, 32, "%zu B", size);
+    return s;
+}
+
+const char *machine_cpu(void)
+{
+    static char model[128] = "unknown";
+    char line[256];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof(line), f)) {
+        char *c = strchr(line, ':');
+        if (!strncmp(line, "model name", 10) && c) {
+            snprintf(model, sizeof(model), "%s", c + 2);
+            model[strcspn(model, "\n")] = 0;
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+    return model;
+}
+
+static bool good(const struct result *r)
+{
+    return r->ran && !r->failed;
+}
+
+/* The figure a cell is judged by: messages/s, or the p50 round trip. */
+static double key(const struct cell *c, const struct result *r)
+{
+    return c->sc == SC_THROUGHPUT ? r->msg_rate : r->p50;
+}
+
+double cell_median(const struct bench *b, size_t cell, size_t col,
+                   double (*get)(const struct result *))
+{
+    double v[BENCH_MAX_ROUNDS];
+    size_t n = 0;
+    for (unsigned r = 0; r < b->rounds; r++) {
+        const struct result *x = res_at(b, r, cell, col);
+        if (good(x) && get(x) > 0)
+            v[n++] = get(x);
+    }
+    return n ? median(v, n) : NAN;
+}
+
+static int col_of(const struct bench *b, const char *name)
+{
+    for (size_t j = 0; j < b->ncols; j++)
+        if (!strcmp(b->cols[j].name, name))
+            return (int)j;
+    return -1;
+}
+
+static int find_cell(const struct bench *b, enum scenario sc, unsigned n,
+                     size_t size, enum wait_mode mode)
+{
+    for (size_t k = 0; k < b->ncells; k++) {
+        const struct cell *c = &b->cells[k];
+        if (c->sc == sc && c->producers == n && c->size == size &&
+            (sc == SC_THROUGHPUT || c->mode == mode))
+            return (int)k;
+    }
+    return -1;
+}
+
+static struct ratio summarize(double *v, size_t n)
+{
+    struct ratio q = {0};
+    if (!n)
+        return q;
+    q.valid = true;
+    q.min = q.max = v[0];
+    for (size_t i = 1; i < n; i++) {
+        q.min = fmin(q.min, v[i]);
+        q.max = fmax(q.max, v[i]);
+    }
+    q.med = median(v, n);
+    return q;
+}
+
+/* Ratio within each round of figure(a in cell ka) / figure(b in cell kb);
+ * col_b FASTEST_PEER means the fastest peer of that round; a missing
+ * column (-1) gives no ratio. */
+#define FASTEST_PEER (-2)
+
+static struct ratio ratio_of(const struct bench *b, int ka, int col_a, int kb,
+                             int col_b, double (*get)(const struct result *))
+{
+    double v[BENCH_MAX_ROUNDS];
+    size_t n = 0;
+    if (ka < 0 || kb < 0 || col_a < 0 || col_b == -1)
+        return (struct ratio){0};
+    const struct cell *cb = &b->cells[kb];
+    for (unsigned r = 0; r < b->rounds; r++) {
+        const struct result *x = res_at(b, r, (size_t)ka, (size_t)col_a);
+        double y = NAN;
+        if (col_b >= 0) {
+            const struct result *z = res_at(b, r, (size_t)kb, (size_t)col_b);
+            if (good(z))
+                y = get ? get(z) : key(cb, z);
+        } else {
+            for (size_t j = 0; j < b->ncols; j++) {
+                const struct result *z = res_at(b, r, (size_t)kb, j);
+                if (b->cols[j].kind != TK_PEER || !good(z) || key(cb, z) <= 0)
+                    continue;
+                double w = key(cb, z);
+                if (isnan(y) || (cb->sc == SC_THROUGHPUT ? w > y : w < y))
+                    y = w;
+            }
+        }
+        double xa = good(x) ? (get ? get(x) : key(&b->cells[ka], x)) : NAN;
+        if (!isnan(xa) && !isnan(y) && y > 0 && xa > 0)
+            v[n++] = xa / y;
+    }
+    return summarize(v, n);
+}
+
+/* The peer with the best median in a cell, for the table. */
+static int best_peer(const struct bench *b, size_t k)
+{
+    int best = -1;
+    double bv = NAN;
+    for (size_t j = 0; j < b->ncols; j++) {
+        if (b->cols[j].kind != TK_PEER)
+            continue;
+        double m = cell_median(
+            b, k, j, b->cells[k].sc == SC_THROUGHPUT ? get_msg_rate : get_p50);
+        if (isnan(m))
+            continue;
+        if (isnan(bv) || (b->cells[k].sc == SC_THROUGHPUT ? m > bv : m < bv))
+            bv = m, best = (int)j;
+    }
+    return best;
+}
+
+/* The limit a shmq cell is compared with, and in which cell it is. */
+static int limit_of(const struct bench *b, size_t k, int *cell)
+{
+    const struct cell *c = &b->cells[k];
+    if (c->sc == SC_THROUGHPUT) {
+        *cell = find_cell(b, SC_THROUGHPUT, 1, c->size, WAIT_BLOCK);
+        return col_of(b, "ring");
+    }
+    *cell = (int)k;
+    return col_of(b, c->mode == WAIT_BLOCK ? "futex" : "spin");
+}
+
+static void fmt_ratio(char *buf, size_t n, struct ratio q)
+{
+    if (!q.valid)
+        snprintf(buf, n, "–");
+    else if (q.min == q.max)
+        snprintf(buf, n, "%.2f", q.med);
+    else
+        snprintf(buf, n, "%.2f (%.2f–%.2f)", q.med, q.min, q.max);
+}
+
+static void fmt_si(char *buf, size_t n, double v)
+{
+    static const char *suf[] = {"", " k", " M", " G", " T"};
+    int i = 0;
+    while (v >= 1000 && i < 4)
+        v /= 1000, i++;
+    snprintf(buf, n,
+             v >= 100  ? "%.0f%s"
+             : v >= 10 ? "%.1f%s"
+                       : "%.2f%s",
+             v, suf[i]);
+}
+
+static void fmt_us(char *buf, size_t n, double ns)
+{
+    double us = ns / 1000;
+    snprintf(buf, n, us >= 100 ? "%.0f" : us >= 10 ? "%.1f" : "%.2f", us);
+}
+
+/* A table cell: the median, or why there is none. */
+static void fmt_cell(const struct bench *b, size_t k, size_t j,
+                     double (*get)(const struct result *), bool us, char *buf,
+                     size_t n)
+{
+    const struct result *r0 = res_at(b, 0, k, j);
+    bool any_failed = false, any_ran = false;
+    for (unsigned r = 0; r < b->rounds; r++) {
+        any_failed |= res_at(b, r, k, j)->failed;
+        any_ran |= res_at(b, r, k, j)->ran;
+    }
+    if (any_failed) {
+        snprintf(buf, n, "FAIL");
+        return;
+    }
+    if (!any_ran) {
+        snprintf(buf, n, "%s", r0->note[0] ? "n/a" : "");
+        return;
+    }
+    double m = cell_median(b, k, j, get);
+    if (isnan(m))
+        snprintf(buf, n, "–");
+    else if (us)
+        fmt_us(buf, n, m);
+    else
+        fmt_si(buf, n, m);
+}
+
+static bool col_in_scenario(const struct bench *b, size_t j, enum scenario sc)
+{
+    for (size_t k = 0; k < b->ncells; k++)
+        if (b->cells[k].sc == sc && column_applies(&b->cols[j], &b->cells[k]))
+            return true;
+    return false;
+}
+
+static void throughput_table(const struct bench *b, FILE *out,
+                             double (*get)(const struct result *),
+                             const char *title)
+{
+    char v[64];
+    fprintf(out, "\n### %s\n\n| P×C | size |", title);
+    for (size_t j = 0; j < b->ncols; j++)
+        if (col_in_scenario(b, j, SC_THROUGHPUT))
+            fprintf(out, " %s |", b->cols[j].label);
+    fprintf(out, "\n|---|---:|");
+    for (size_t j = 0; j < b->ncols; j++)
+        if (col_in_scenario(b, j, SC_THROUGHPUT))
+            fprintf(out, "---:|");
+    fputc('\n', out);
+    for (size_t k = 0; k < b->ncells; k++) {
+        const struct cell *c = &b->cells[k];
+        if (c->sc != SC_THROUGHPUT)
+            continue;
+        fprintf(out, "| %ux%u | %s |", c->producers, c->consumers,
+                size_name(c->size));
+        for (size_t j = 0; j < b->ncols; j++) {
+            if (!col_in_scenario(b, j, SC_THROUGHPUT))
+                continue;
+            if (column_applies(&b->cols[j], c))
+                fmt_cell(b, k, j, get, false, v, sizeof(v));
+            else
+                v[0] = 0;
+            fprintf(out, b->cols[j].kind == TK_SHMQ ? " **%s** |" : " %s |", v);
+        }
+        fputc('\n', out);
+    }
+}
+
+static void throughput_ratios(const struct bench *b, FILE *out)
+{
+    int s = col_of(b, "shmq"), pipe = col_of(b, "pipe");
+    int mc = col_of(b, "memcpy");
+    char a[64], p[64], l[64], m[64];
+    if (s < 0)
+        return;
+    fprintf(out, "\n### shmq throughput ratios (shmq ÷ other, messages/s; "
+                 "median (min–max) of per-round ratios; higher is better)\n\n"
+                 "| P×C | size | ÷ pipe | ÷ fastest peer | fastest peer |"
+                 " ÷ raw SPSC ring (1x1) | ÷ memcpy (bytes/s) |\n"
+                 "|---|---:|---:|---:|---|---:|---:|\n");
+    for (size_t k = 0; k < b->ncells; k++) {
+        const struct cell *c = &b->cells[k];
+        int lk, lc, bp;
+        if (c->sc != SC_THROUGHPUT)
+            continue;
+        lc = limit_of(b, k, &lk);
+        bp = best_peer(b, k);
+        fmt_ratio(a, sizeof(a), ratio_of(b, (int)k, s, (int)k, pipe, NULL));
+        fmt_ratio(p, sizeof(p),
+                  ratio_of(b, (int)k, s, (int)k, FASTEST_PEER, NULL));
+        fmt_ratio(l, sizeof(l), ratio_of(b, (int)k, s, lk, lc, NULL));
+        fmt_ratio(m, sizeof(m), ratio_of(b, (int)k, s, lk, mc, get_byte_rate));
+        fprintf(out, "| %ux%u | %s | %s | %s | %s | %s | %s |\n", c->producers,
+                c->consumers, size_name(c->size), a, p,
+                bp >= 0 ? b->cols[bp].label : "–", l, m);
+    }
+}
+
+static void latency_tables(const struct bench *b, FILE *out)
+{
+    int s = col_of(b, "shmq"), pipe = col_of(b, "pipe");
+    char v[4][32], a[64], p[64], l[64];
+    bool any = false;
+    for (size_t k = 0; k < b->ncells; k++)
+        any |= b->cells[k].sc == SC_LATENCY;
+    if (!any)
+        return;
+    fprintf(out, "\n### Ping-pong round trip, µs (median over rounds of "
+                 "each percentile)\n\n| size | wait | transport | p50 | p99 |"
+                 " p99.9 | max |\n|---:|---|---|---:|---:|---:|---:|\n");
+    for (size_t k = 0; k < b->ncells; k++) {
+        const struct cell *c = &b->cells[k];
+        if (c->sc != SC_LATENCY)
+            continue;
+        for (size_t j = 0; j < b->ncols; j++) {
+            if (!column_applies(&b->cols[j], c))
+                continue;
+            fmt_cell(b, k, j, get_p50, true, v[0], 32);
+            fmt_cell(b, k, j, get_p99, true, v[1], 32);
+            fmt_cell(b, k, j, get_p999, true, v[2], 32);
+            fmt_cell(b, k, j, get_max, true, v[3], 32);
+            const char *f =
+                b->cols[j].kind == TK_SHMQ
+                    ? "| %s | %s | **%s** | **%s** | %s | %s | %s |\n"
+                    : "| %s | %s | %s | %s | %s | %s | %s |\n";
+            fprintf(out, f, size_name(c->size),
+                    c->mode == WAIT_BLOCK ? "blocking" : "adaptive",
+                    b->cols[j].label, v[0], v[1], v[2], v[3]);
+        }
+    }
+    if (s < 0)
+        return;
+    fprintf(out, "\n### shmq latency ratios (shmq p50 ÷ other p50; median "
+                 "(min–max) of per-round ratios; lower is better)\n\n"
+                 "| size | wait | ÷ pipe | ÷ fastest peer | fastest peer |"
+                 " ÷ floor | floor |\n|---:|---|---:|---:|---|---:|---|\n");
+    for (size_t k = 0; k < b->ncells; k++) {
+        const struct cell *c = &b->cells[k];
+        int lk, lc, bp;
+        if (c->sc != SC_LATENCY)
+            continue;
+        lc = limit_of(b, k, &lk);
+        bp = best_peer(b, k);
+        fmt_ratio(a, sizeof(a), ratio_of(b, (int)k, s, (int)k, pipe, NULL));
+        fmt_ratio(p, sizeof(p),
+                  ratio_of(b, (int)k, s, (int)k, FASTEST_PEER, NULL));
+        fmt_ratio(l, sizeof(l), ratio_of(b, (int)k, s, lk, lc, NULL));
+        fprintf(out, "| %s | %s | %s | %s | %s | %s | %s |\n",
+                size_name(c->size),
+                c->mode == WAIT_BLOCK ? "blocking" : "adaptive", a, p,
+                bp >= 0 ? b->cols[bp].label : "–", l,
+                lc >= 0 ? b->cols[lc].label : "–");
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* targets                                                            */
+/* ---------------------------------------------------------------- */
+
+struct target {
+    const char *what;
+    struct ratio q;
+    double bound;
+    bool at_least; /* q.med >= bound, else q.med <= bound */
+};
+
+static size_t targets(const struct bench *b, struct target *t)
+{
+    int s = col_of(b, "shmq");
+    int k64 = find_cell(b, SC_THROUGHPUT, 1, 64, WAIT_BLOCK);
+    int k1m = find_cell(b, SC_THROUGHPUT, 1, 1u << 20, WAIT_BLOCK);
+    int k88 = find_cell(b, SC_THROUGHPUT, 8, 64, WAIT_BLOCK);
+    int lb = find_cell(b, SC_LATENCY, 1, 64, WAIT_BLOCK);
+    int la = find_cell(b, SC_LATENCY, 1, 64, WAIT_ADAPTIVE);
+    int pipe = col_of(b, "pipe");
+    size_t n = 0;
+
+    t[n++] = (struct target){"1x1 64 B: shmq ÷ raw SPSC ring ≥ 0.60",
+                             ratio_of(b, k64, s, k64, col_of(b, "ring"), NULL),
+                             0.60, true};
+    t[n++] =
+        (struct target){"1x1 64 B: shmq ÷ fastest peer ≥ 2",
+                        ratio_of(b, k64, s, k64, FASTEST_PEER, NULL), 2, true};
+    t[n++] = (struct target){
+        "1x1 1 MiB: shmq ÷ memcpy bytes/s ≥ 0.40",
+        ratio_of(b, k1m, s, k1m, col_of(b, "memcpy"), get_byte_rate), 0.40,
+        true};
+    t[n++] = (struct target){"ping-pong 64 B blocking: p50 ÷ futex floor ≤ 1.3",
+                             ratio_of(b, lb, s, lb, col_of(b, "futex"), NULL),
+                             1.3, false};
+    t[n++] = (struct target){"ping-pong 64 B adaptive: p50 ÷ spin floor ≤ 2",
+                             ratio_of(b, la, s, la, col_of(b, "spin"), NULL), 2,
+                             false};
+    t[n++] = (struct target){"8x8 64 B: shmq ÷ shmq 1x1 64 B ≥ 0.50",
+                             ratio_of(b, k88, s, k64, s, NULL), 0.5, true};
+    /* no cell where shmq is slower than pipe: the worst cell's median */
+    struct ratio worst = {0};
+    const char *where = "";
+    for (size_t k = 0; k < b->ncells; k++) {
+        struct ratio q = ratio_of(b, (int)k, s, (int)k, pipe, NULL);
+        if (!q.valid)
+            continue;
+        if (b->cells[k].sc == SC_LATENCY) /* lower is better: invert */
+            q = (struct ratio){true, 1 / q.med, 1 / q.max, 1 / q.min};
+        if (!worst.valid || q.med < worst.med) {
+            worst = q;
+            static char w[64];
+            snprintf(
+                w, sizeof(w), "every cell vs pipe ≥ 1 (worst: %s %ux%u %s)",
+                b->cells[k].sc == SC_THROUGHPUT ? "throughput" : "ping-pong",
+                b->cells[k].producers, b->cells[k].consumers,
+                size_name(b->cells[k].size));
+            where = w;
+        }
+    }
+    t[n++] = (struct target){worst.valid ? where : "every cell vs pipe ≥ 1",
+                             worst, 1, true};
+    return n;
+}
+
+static const char *verdict(const struct target *t)
+{
+    if (!t->q.valid)
+        return "not measured";
+    bool met = t->at_least ? t->q.med >= t->bound : t->q.med <= t->bound;
+    return met ? "met" : "missed";
+}
+
+static void target_table(const struct bench *b, FILE *out)
+{
+    struct target t[8];
+    size_t n = targets(b, t);
+    char q[64];
+    fprintf(out, "\n### Targets (ratios within a round, median (min–max))"
+                 "\n\n| target | measured | verdict |\n|---|---:|---|\n");
+    for (size_t i = 0; i < n; i++) {
+        fmt_ratio(q, sizeof(q), t[i].q);
+        const char *v = verdict(&t[i]);
+        fprintf(out,
+                strcmp(v, "missed") ? "| %s | %s | %s |\n"
+                                    : "| %s | %s | **%s** |\n",
+                t[i].what, q, v);
+    }
+}
+
+void report_markdown(const struct bench *b, FILE *out)
+{
+    struct utsname u;
+    uname(&u);
+    fprintf(out,
+            "## shmq-bench\n\n"
+            "%s, %d CPUs online, Linux %s; shmq %s; %u round%s of "
+            "%.2f s per measurement, interleaved; run took %.0f s.  \n",
+            machine_cpu(), online_cpus(), u.release, SHMQ_VERSION, b->rounds,
+            b->rounds == 1 ? "" : "s", b->secs, b->elapsed);
+    fprintf(out,
+            "Load average (1, 5, 15 min) before: %s, after: %s "
+            "(anything else running skews every figure).  \n",
+            b->load_before, b->load_after);
+    fprintf(out, "%s  \n",
+            b->pin ? "1x1 and ping-pong cells: the two processes pinned to "
+                     "CPUs 0 and 1; P×C > 1 left to the scheduler."
+                   : "No process pinned (--no-pin).");
+    fprintf(out, "Every message is checked byte for byte on receipt; "
+                 "throughput counts must match what was sent.  \n");
+    for (size_t i = 0; i < b->nnotes; i++)
+        fprintf(out, "%s.  \n", b->notes[i]);
+    bool tp = false;
+    for (size_t k = 0; k < b->ncells; k++)
+        tp |= b->cells[k].sc == SC_THROUGHPUT;
+    if (tp) {
+        throughput_table(b, out, get_msg_rate,
+                         "Throughput, messages/s (median over rounds)");
+        throughput_table(b, out, get_byte_rate,
+                         "Throughput, payload bytes/s (median over rounds)");
+        throughput_ratios(b, out);
+    }
+    latency_tables(b, out);
+    target_table(b, out);
+}
+
+size_t report_failures(const struct bench *b, FILE *out)
+{
+    size_t n = 0;
+    for (unsigned r = 0; r < b->rounds; r++)
+        for (size_t k = 0; k < b->ncells; k++)
+            for (size_t j = 0; j < b->ncols; j++) {
+                const struct result *x = res_at(b, r, k, j);
+                const struct cell *c = &b->cells[k];
+                if (!x->failed)
+                    continue;
+                n++;
+                fprintf(
+                    out, "FAILED: round %u, %s %ux%u %s%s, %s: %s\n", r + 1,
+                    c->sc == SC_THROUGHPUT ? "throughput" : "ping-pong",
+                    c->producers, c->consumers, size_name(c->size),
+                    c->sc == SC_LATENCY
+                        ? (c->mode == WAIT_BLOCK ? " blocking" : " adaptive")
+                        : "",
+                    b->cols[j].name, x->note);
+            }
+    return n;
+}
+
+/* ---------------------------------------------------------------- */
+/* JSON                                                               */
+/* ---------------------------------------------------------------- */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", *s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void json_num(FILE *f, double v)
+{
+    if (isnan(v) || isinf(v))
+        fputs("null", f);
+    else
+        fprintf(f, "%.6g", v);
+}
+
+static void json_ratio(FILE *f, const char *name, struct ratio q)
+{
+    fprintf(f, "\"%s\": ", name);
+    if (!q.valid) {
+        fputs("null", f);
+        return;
+    }
+    fputs("{\"median\": ", f);
+    json_num(f, q.med);
+    fputs(", \"min\": ", f);
+    json_num(f, q.min);
+    fputs(", \"max\": ", f);
+    json_num(f, q.max);
+    fputc('}', f);
+}
+
+static void json_versions(FILE *f)
+{
+    char py[64] = "";
+    FILE *p = popen("python3 --version 2>&1", "r");
+    if (p) {
+        if (!fgets(py, sizeof(py), p))
+            py[0] = 0;
+        py[strcspn(py, "\n")] = 0;
+        pclose(p);
+    }
+    fputs("\"versions\": {\"shmq\": ", f);
+    json_str(f, SHMQ_VERSION);
+    fputs(", \"compiler\": ", f);
+    json_str(f, __VERSION__);
+#ifdef HAVE_ZMQ
+    int a, b, c;
+    char z[32];
+    zmq_version(&a, &b, &c);
+    snprintf(z, sizeof(z), "%d.%d.%d", a, b, c);
+    fputs(", \"libzmq\": ", f);
+    json_str(f, z);
+#endif
+#ifdef HAVE_BOOST
+    fputs(", \"boost\": ", f);
+    json_str(f, bmq_boost_version());
+#endif
+    fputs(", \"python\": ", f);
+    json_str(f, py);
+    fputc('}', f);
+}
+
+int report_json(const struct bench *b, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    struct utsname u;
+    struct target t[8];
+    size_t nt;
+    if (!f)
+        return -1;
+    uname(&u);
+    fputs("{\n\"machine\": {\"cpu\": ", f);
+    json_str(f, machine_cpu());
+    fprintf(f, ", \"cpus_online\": %d, \"kernel\": ", online_cpus());
+    json_str(f, u.release);
+    fputs(", \"arch\": ", f);
+    json_str(f, u.machine);
+    fputs(", ", f);
+    json_versions(f);
+    fprintf(f,
+            "},\n\"config\": {\"rounds\": %u, \"secs_per_measurement\": "
+            "%g, \"pinned\": %s, \"elapsed_s\": %.1f, "
+            "\"loadavg_before\": \"%s\", \"loadavg_after\": \"%s\"},"
+            "\n\"notes\": [",
+            b->rounds, b->secs, b->pin ? "true" : "false", b->elapsed,
+            b->load_before, b->load_after);
+    for (size_t i = 0; i < b->nnotes; i++) {
+        if (i)
+            fputs(", ", f);
+        json_str(f, b->notes[i]);
+    }
+    fputs("],\n\"cells\": [\n", f);
+    for (size_t k = 0; k < b->ncells; k++) {
+        const struct cell *c = &b->cells[k];
+        fprintf(f,
+                "%s{\"scenario\": \"%s\", \"producers\": %u, "
+                "\"consumers\": %u, \"size\": %zu, \"wait\": \"%s\", "
+                "\"pinned\": %s, \"transports\": [\n",
+                k ? ",\n" : "",
+                c->sc == SC_THROUGHPUT ? "throughput" : "latency", c->producers,
+                c->consumers, c->size,
+                c->sc == SC_THROUGHPUT  ? "default"
+                : c->mode == WAIT_BLOCK ? "blocking"
+                                        : "adaptive",
+                c->pin ? "true" : "false");
+        bool first = true;
+        for (size_t j = 0; j < b->ncols; j++) {
+            if (!column_applies(&b->cols[j], c))
+                continue;
+            fprintf(f, "%s  {\"name\": \"%s\", \"kind\": \"%s\", \"rounds\": [",
+                    first ? "" : ",\n", b->cols[j].name,
+                    b->cols[j].kind == TK_SHMQ   ? "shmq"
+                    : b->cols[j].kind == TK_PEER ? "peer"
+                                                 : "limit");
+            first = false;
+            for (unsigned r = 0; r < b->rounds; r++) {
+                const struct result *x = res_at(b, r, k, j);
+                fprintf(f, "%s{\"ran\": %s, \"failed\": %s, \"secs\": ",
+                        r ? ", " : "", x->ran ? "true" : "false",
+                        x->failed ? "true" : "false");
+                json_num(f, x->secs);
+                if (c->sc == SC_THROUGHPUT) {
+                    fprintf(f,
+                            ", \"messages\": %llu, \"bytes\": %llu, "
+                            "\"messages_per_s\": ",
+                            (unsigned long long)x->msgs,
+                            (unsigned long long)x->bytes);
+                    json_num(f, x->msg_rate);
+                    fputs(", \"bytes_per_s\": ", f);
+                    json_num(f, x->byte_rate);
+                } else {
+                    fprintf(f, ", \"samples\": %llu, \"p50_ns\": ",
+                            (unsigned long long)x->samples);
+                    json_num(f, x->p50);
+                    fputs(", \"p99_ns\": ", f);
+                    json_num(f, x->p99);
+                    fputs(", \"p999_ns\": ", f);
+                    json_num(f, x->p999);
+                    fputs(", \"max_ns\": ", f);
+                    json_num(f, x->max);
+                }
+                if (x->note[0]) {
+                    fputs(", \"note\": ", f);
+                    json_str(f, x->note);
+                }
+                fputc('}', f);
+            }
+            fputs("]", f);
+            if (c->sc == SC_THROUGHPUT) {
+                fputs(", \"median_messages_per_s\": ", f);
+                json_num(f, cell_median(b, k, j, get_msg_rate));
+                fputs(", \"median_bytes_per_s\": ", f);
+                json_num(f, cell_median(b, k, j, get_byte_rate));
+            } else {
+                fputs(", \"median_p50_ns\": ", f);
+                json_num(f, cell_median(b, k, j, get_p50));
+                fputs(", \"median_p99_ns\": ", f);
+                json_num(f, cell_median(b, k, j, get_p99));
+                fputs(", \"median_p999_ns\": ", f);
+                json_num(f, cell_median(b, k, j, get_p999));
+            }
+            fputc('}', f);
+        }
+        int s = col_of(b, "shmq"), lk, lc = limit_of(b, k, &lk);
+        fputs("],\n \"shmq_ratios\": {", f);
+        json_ratio(f, "vs_pipe",
+                   ratio_of(b, (int)k, s, (int)k, col_of(b, "pipe"), NULL));
+        fputs(", ", f);
+        json_ratio(f, "vs_fastest_peer",
+                   ratio_of(b, (int)k, s, (int)k, FASTEST_PEER, NULL));
+        fputs(", ", f);
+        json_ratio(f, "vs_limit", ratio_of(b, (int)k, s, lk, lc, NULL));
+        if (c->sc == SC_THROUGHPUT) {
+            fputs(", ", f);
+            json_ratio(
+                f, "vs_memcpy_bytes",
+                ratio_of(b, (int)k, s, lk, col_of(b, "memcpy"), get_byte_rate));
+        }
+        fputs("}}", f);
+    }
+    fputs("\n],\n\"targets\": [", f);
+    nt = targets(b, t);
+    for (size_t i = 0; i < nt; i++) {
+        fputs(i ? ",\n  {\"target\": " : "\n  {\"target\": ", f);
+        json_str(f, t[i].what);
+        fputs(", ", f);
+        json_ratio(f, "ratio", t[i].q);
+        fputs(", \"verdict\": ", f);
+        json_str(f, verdict(&t[i]));
+        fputc('}', f);
+    }
+    fputs("\n]\n}\n", f);
+    return fclose(f) == 0 ? 0 : -1;
+}
