@@ -76,8 +76,8 @@ static void release_stall(struct shmq *q, struct ring_stall *stall)
     uint64_t r = load_acquire(&q->hdr->release.word);
     uint64_t w = load_acquire(&desc_of(q, pos_seq(r))->word);
     unsigned st = desc_state(w);
-    stall->has_owner = desc_seq(w) == pos_seq(r) &&
-                       (st == DESC_READING || st == DESC_WRITING);
+    stall->has_owner =
+        desc_seq(w) == pos_seq(r) && (st == DESC_READING || st == DESC_WRITING);
     stall->word = w;
 }
 
@@ -145,22 +145,29 @@ int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
     return -EBADMSG;
 }
 
-int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len)
+/* Move our own record from state `from` to `to`: one seq_cst CAS. It
+ * publishes what we did to the record (release) and is ordered before
+ * the load of the event a signaller does next (wait.c). It fails only if
+ * a recoverer took the record from us, which liveness rules out for a
+ * live owner unless the region was scribbled on. */
+static int own_transition(struct shmq *q, const struct ring_ref *ref,
+                          unsigned from, unsigned to)
 {
     struct shmq_desc *d = desc_of(q, ref->seq);
-    /* release: a consumer that reads this len also sees our claim of the
-     * word (take_once re-checks the word after reading len) */
-    store_release(&d->len, len);
-    uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units);
-    uint64_t c = desc_pack(ref->seq, DESC_COMMITTED, q->slot, ref->units);
-    /* seq_cst: publishes the bytes and len (release), and orders this
-     * CAS before the waker's load of the not_empty event (wait.c). Fails
-     * only if a recoverer aborted us, which liveness rules out unless
-     * the region was scribbled on. */
-    return __atomic_compare_exchange_n(&d->word, &w, c, 0, __ATOMIC_SEQ_CST,
+    uint64_t w = desc_pack(ref->seq, from, q->slot, ref->units);
+    uint64_t next = desc_pack(ref->seq, to, q->slot, ref->units);
+    return __atomic_compare_exchange_n(&d->word, &w, next, 0, __ATOMIC_SEQ_CST,
                                        __ATOMIC_RELAXED)
                ? 0
                : -EBADMSG;
+}
+
+int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len)
+{
+    /* release: a consumer that reads this len also sees our claim of the
+     * word (take_once re-checks the word after reading len) */
+    store_release(&desc_of(q, ref->seq)->len, len);
+    return own_transition(q, ref, DESC_WRITING, DESC_COMMITTED);
 }
 
 /* One take attempt on a snapshot hd of the head. 0, 1 (again), or the
@@ -239,16 +246,9 @@ int ring_take(struct shmq *q, size_t cap, uint64_t *len, struct ring_ref *ref,
 
 int ring_free(struct shmq *q, const struct ring_ref *ref)
 {
-    struct shmq_desc *d = desc_of(q, ref->seq);
-    uint64_t w = desc_pack(ref->seq, DESC_READING, q->slot, ref->units);
-    uint64_t f = desc_pack(ref->seq, DESC_FREE, q->slot, ref->units);
-    /* release: our reads of the bytes happen before anyone reuses them
-     * (pairs with the acquire of this word when release moves past it);
-     * seq_cst: ordered before wait_has_sleepers(not_full) (wait.c). */
-    return __atomic_compare_exchange_n(&d->word, &w, f, 0, __ATOMIC_SEQ_CST,
-                                       __ATOMIC_RELAXED)
-               ? 0
-               : -EBADMSG;
+    /* our reads of the bytes happen before anyone reuses them: pairs with
+     * the acquire of this word when release moves past it */
+    return own_transition(q, ref, DESC_READING, DESC_FREE);
 }
 
 /* How far release may move from r in one CAS: the freed (or aborted)
