@@ -3,7 +3,8 @@
  * transport_shmq.c - shmq, through its public API only (include/shmq.h).
  *
  * One anonymous queue per channel, created by the parent and inherited
- * over fork(): max_message 1 MiB, capacity 8 MiB, default maxsize. The
+ * over fork(): for throughput max_message 1 MiB, capacity 8 MiB, default
+ * maxsize; for ping-pong a queue sized for one message in flight. The
  * end of a throughput run is shmq_close(): consumers drain what is left
  * and get -EPIPE, no stop messages. Latency cells use shmq_set_spin(q, 0)
  * for "blocking" and the default spin (SHMQ_DEFAULT_SPIN_NS) for
@@ -30,7 +31,7 @@ static void prefault(shmq_t *q)
     static unsigned char big[BENCH_MAX_MSG];
     size_t len;
     for (int pass = 0; pass < 2; pass++) {
-        size_t n = pass ? 0 : sizeof(big);
+        size_t n = pass ? 0 : shmq_max_message(q);
         while (shmq_put_nowait(q, big, n) == 0)
             ;
         while (shmq_get_nowait(q, big, sizeof(big), &len) == 0)
@@ -38,12 +39,28 @@ static void prefault(shmq_t *q)
     }
 }
 
-static int shmq_setup_(struct chan *ch)
+/* Latency cells: a request/response queue never holds more than one
+ * message, so it is sized as a user would size one (64 messages, 64 KiB):
+ * its ring is laid over every 16 messages of 4 KiB, and the children's
+ * first-touch page faults are over within the warm-up instead of landing
+ * on most timed round trips of an 8 MiB ring. */
+static struct shmq_config shmq_config_for(const struct cell *c)
 {
-    struct shmq_config cfg = {
+    if (c->sc == SC_LATENCY)
+        return (struct shmq_config){
+            .maxsize = 64,
+            .capacity = c->size * 16 > (64u << 10) ? c->size * 16 : 64u << 10,
+            .max_message = c->size ? c->size : 1,
+        };
+    return (struct shmq_config){
         .capacity = 8u << 20,
         .max_message = BENCH_MAX_MSG,
     };
+}
+
+static int shmq_setup_(struct chan *ch)
+{
+    struct shmq_config cfg = shmq_config_for(ch->cell);
     shmq_t *q;
     int rc = shmq_create(&q, &cfg);
     if (rc == 0) {
