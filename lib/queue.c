@@ -356,21 +356,22 @@ static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
 {
     struct get_op *op = arg;
     struct ring_ref ref;
-    int rc = ring_take(q, op->cap, &op->len, &ref, s);
+    int rc = ring_take(q, op->buf, op->cap, &op->len, &ref, s);
     if (rc == -EAGAIN && closed(q)) {
         /* Drained only if still empty once the flag is seen: a put that
          * claimed its record before close still delivers it, and one that
          * claims after this fence sees the flag and withdraws. */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        rc = ring_take(q, op->cap, &op->len, &ref, s);
+        rc = ring_take(q, op->buf, op->cap, &op->len, &ref, s);
         if (rc == -EAGAIN)
             return -EPIPE;
     }
     if (rc < 0)
         return rc;
-    if (op->len)
+    if (!ref.copied) {
         memcpy(op->buf, ring_addr(q, ref.pos), op->len);
-    rc = ring_free(q, &ref);
+        rc = ring_free(q, &ref);
+    }
     /* Moving release costs a CAS on a line every producer reads: do it
      * for a batch of records, or at once when a producer sleeps. One
      * that finds the queue full moves it itself (ring_claim). */

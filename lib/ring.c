@@ -22,6 +22,7 @@
  * is aborted.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "ring.h"
 
@@ -29,6 +30,22 @@
  * region must have been scribbled on. Each failed attempt means another
  * process completed a step, so honest contention never gets close. */
 #define RING_RETRIES (1u << 18)
+/* Largest payload a consumer copies before it claims the record (see
+ * take_once). Larger ones are claimed first, so that consumers racing
+ * for one record do not all copy it. Under ThreadSanitizer, which would
+ * rightly see the copy of a record that another consumer freed and a
+ * producer reused as a race (the CAS then fails and the copy is
+ * dropped), every record is claimed first. */
+#if defined(__SANITIZE_THREAD__)
+#define RING_COPY_FIRST_MAX 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RING_COPY_FIRST_MAX 0
+#endif
+#endif
+#ifndef RING_COPY_FIRST_MAX
+#define RING_COPY_FIRST_MAX 4096
+#endif
 /* Most records one CAS moves release past. */
 #define RELEASE_BATCH 64u
 
@@ -172,8 +189,9 @@ int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len)
 
 /* One take attempt on a snapshot hd of the head. 0, 1 (again), or the
  * errors of ring_take. */
-static int take_once(struct shmq *q, uint64_t hd, size_t cap, uint64_t *len,
-                     struct ring_ref *ref, struct ring_stall *stall)
+static int take_once(struct shmq *q, uint64_t hd, void *buf, size_t cap,
+                     uint64_t *len, struct ring_ref *ref,
+                     struct ring_stall *stall)
 {
     struct shmq_header *h = q->hdr;
     uint32_t seq = pos_seq(hd), pos = pos_units(hd);
@@ -223,21 +241,36 @@ static int take_once(struct shmq *q, uint64_t hd, size_t cap, uint64_t *len,
         *len = n;
         return -ENOBUFS;
     }
-    uint64_t mine = desc_pack(seq, DESC_READING, q->slot, units);
-    if (!cas_acq_rel(&d->word, &w, mine))
-        return 1;
-    pos_help(&h->head.word, hd, units);
     *ref = (struct ring_ref){.seq = seq, .pos = pos, .units = units};
+    if (buf && n <= RING_COPY_FIRST_MAX) {
+        /* Copy first, then claim and free in one CAS: a record stays
+         * COMMITTED (so its bytes stay put) until some consumer's CAS
+         * succeeds, so if ours does, what we copied is the message; if it
+         * fails, someone else took it and the copy is dropped. One CAS
+         * less per message, and a consumer killed mid-copy loses nothing.
+         * seq_cst: as ring_free. */
+        memcpy(buf, ring_addr(q, pos), n);
+        uint64_t freed = desc_pack(seq, DESC_FREE, q->slot, units);
+        if (!__atomic_compare_exchange_n(&d->word, &w, freed, 0,
+                                         __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+            return 1;
+        ref->copied = true;
+    } else {
+        uint64_t mine = desc_pack(seq, DESC_READING, q->slot, units);
+        if (!cas_acq_rel(&d->word, &w, mine))
+            return 1;
+    }
+    pos_help(&h->head.word, hd, units);
     *len = n;
     return 0;
 }
 
-int ring_take(struct shmq *q, size_t cap, uint64_t *len, struct ring_ref *ref,
-              struct ring_stall *stall)
+int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+              struct ring_ref *ref, struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
         uint64_t hd = load_acquire(&q->hdr->head.word);
-        int rc = take_once(q, hd, cap, len, ref, stall);
+        int rc = take_once(q, hd, buf, cap, len, ref, stall);
         if (rc != 1)
             return rc;
     }

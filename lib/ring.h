@@ -20,6 +20,7 @@ struct ring_ref {
     uint32_t seq;
     uint32_t pos;
     uint32_t units;
+    bool copied; /* ring_take copied the payload and freed the record */
 };
 
 /* What a failed step waits behind, for the waiter's liveness checks:
@@ -45,12 +46,14 @@ int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len);
 /* Withdraw a claimed record (it will be skipped). 0 or -EBADMSG. */
 int ring_abort(struct shmq *q, const struct ring_ref *ref);
 
-/* Take the oldest committed record if its payload fits cap.
- * 0 (*len set), -EAGAIN (empty), -EINPROGRESS (the oldest record is still
- * being written: stall names the writer), -ENOBUFS (*len is the size
- * needed, nothing taken), -EBADMSG. */
-int ring_take(struct shmq *q, size_t cap, uint64_t *len, struct ring_ref *ref,
-              struct ring_stall *stall);
+/* Take the oldest committed record if its payload fits cap. With buf,
+ * a small payload is copied into it and the record freed at once
+ * (ref->copied); otherwise the caller copies from ref->pos and calls
+ * ring_free. 0 (*len set), -EAGAIN (empty), -EINPROGRESS (the oldest
+ * record is still being written: stall names the writer), -ENOBUFS (*len
+ * is the size needed, nothing taken), -EBADMSG. */
+int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+              struct ring_ref *ref, struct ring_stall *stall);
 
 /* Give a taken record's room back. 0 or -EBADMSG. */
 int ring_free(struct shmq *q, const struct ring_ref *ref);

@@ -45,7 +45,7 @@ static int die_after_take(void *arg)
     struct ring_stall st;
     uint64_t len;
     TH_CHECK_EQ(liveness_ensure(q), 0);
-    TH_CHECK_EQ(ring_take(q, 256, &len, &ref, &st), 0);
+    TH_CHECK_EQ(ring_take(q, NULL, 256, &len, &ref, &st), 0);
     raise(SIGKILL);
     return 1;
 }
