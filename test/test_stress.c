@@ -72,6 +72,8 @@ static size_t pick_len(uint64_t *rng, const struct stress_cfg *c)
         hi = 128; /* mostly small ones ... */
     else if (r < 85 && hi > 1024)
         hi = 1024;
+    if (hi < lo) /* large messages only */
+        hi = c->max_len;
     return lo + (size_t)th_rand_below(rng, hi - lo + 1); /* ... some large */
 }
 
@@ -424,4 +426,18 @@ Test(stress, empty_messages_mixed, .timeout = 150)
                                .max_message = 512,
                                .own_handles = true,
                                .zero_every = 3});
+}
+
+/* Messages of 2 to 16 KiB: both ways of getting, copy-first (payloads up
+ * to 4 KiB) and claim-first (larger), race for the same records. */
+Test(stress, large_messages_both_get_paths, .timeout = 150)
+{
+    stress((struct stress_cfg){.producers = 2,
+                               .consumers = 3,
+                               .per_producer = th_scaled(20000, 200),
+                               .min_len = 2048,
+                               .max_len = 16384,
+                               .maxsize = 16,
+                               .capacity = 65536,
+                               .max_message = 16384});
 }
