@@ -268,13 +268,15 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
             if (until < 0 || check < until)
                 until = check;
         }
-        if (wait_sleep(event, seen, until) == -ETIMEDOUT && deadline >= 0 &&
-            wait_now() >= deadline) {
-            s.has_owner = false;
-            rc = fn(q, op, &s); /* one last look before giving up */
-            if (rc == -EAGAIN || rc == -EINPROGRESS)
-                return -ETIMEDOUT;
-        }
+        bool expired = wait_sleep(event, seen, until) == -ETIMEDOUT &&
+                       deadline >= 0 && wait_now() >= deadline;
+        /* Look again before announcing a sleeper: a woken waiter that
+         * finds its message costs the next signaller no syscall. After
+         * the deadline, this is the last look before giving up. */
+        s.has_owner = false;
+        rc = fn(q, op, &s);
+        if (expired && (rc == -EAGAIN || rc == -EINPROGRESS))
+            return -ETIMEDOUT;
     }
 }
 
