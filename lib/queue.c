@@ -371,7 +371,8 @@ static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (rc < 0)
         return rc;
     if (!ref.copied) {
-        memcpy(op->buf, ring_addr(q, ref.pos), op->len);
+        if (op->len) /* buf may be NULL for a 0-byte message */
+            memcpy(op->buf, ring_addr(q, ref.pos), op->len);
         rc = ring_free(q, &ref);
     }
     /* Moving release costs a CAS on a line every producer reads: do it
