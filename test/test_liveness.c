@@ -17,8 +17,10 @@
 
 static shmq_t *make(size_t maxsize, unsigned flags)
 {
-    struct shmq_config c = {.maxsize = maxsize, .capacity = 4096,
-                            .max_message = 256, .flags = flags};
+    struct shmq_config c = {.maxsize = maxsize,
+                            .capacity = 4096,
+                            .max_message = 256,
+                            .flags = flags};
     shmq_t *q;
     cr_assert_eq(shmq_create(&q, &c), 0);
     return q;
@@ -147,8 +149,7 @@ Test(liveness, stopped_writer_is_not_declared_dead)
     char buf[16];
     size_t len;
     /* Several liveness periods pass: the record must stay its own. */
-    cr_assert_eq(shmq_get(q, buf, sizeof buf, &len, 100 * TH_MS),
-                 -ETIMEDOUT);
+    cr_assert_eq(shmq_get(q, buf, sizeof buf, &len, 100 * TH_MS), -ETIMEDOUT);
     cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), -EAGAIN);
     kill(pid, SIGCONT);
     th_assert_child_ok(pid);
@@ -217,5 +218,96 @@ Test(liveness, recover_owner_aborts_what_a_dead_slot_left)
     cr_assert_eq(desc_state(w), DESC_ABORTED);
     shmq_set_spin(q, 0);
     expect_get(q, "y", SHMQ_NOWAIT);
+    shmq_release(q);
+}
+
+#include <sys/resource.h>
+
+#define SLOTS SHMQ_PARTICIPANTS
+
+/* Each handle holds two descriptors (the region and its lock). */
+static void allow_many_fds(void)
+{
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < 2 * SLOTS + 64) {
+        rl.rlim_cur =
+            rl.rlim_max < 2 * SLOTS + 64 ? rl.rlim_max : 2 * SLOTS + 64;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Child: take every free slot, claim a record under the first (the
+ * lowest free slot: the first a newcomer reclaims), die. */
+static int hog_slots_and_die(void *arg)
+{
+    struct shmq *q = arg;
+    static shmq_t *h[SLOTS];
+    unsigned n = 0;
+    while (n < SLOTS && shmq_from_fd(&h[n], shmq_fd(q)) == 0)
+        n++;
+    TH_CHECK(n > 0);
+    struct ring_ref ref;
+    struct ring_stall st;
+    TH_CHECK_EQ(ring_claim(h[0], 3, &ref, &st), 0);
+    raise(SIGKILL);
+    return 1;
+}
+
+Test(liveness, all_slots_taken_then_reclaimed_from_the_dead, .timeout = 60)
+{
+    allow_many_fds();
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 2 * SLOTS + 32)
+        cr_skip_test("RLIMIT_NOFILE %llu too low for %u handles",
+                     (unsigned long long)rl.rlim_cur, SLOTS);
+    shmq_t *q = make(8, 0);
+    /* The child fills every slot the parent's handle left free. */
+    run_to_death(hog_slots_and_die, q);
+    /* Every slot now reads as taken; the dead child's are reclaimed, and
+     * the one with a record in flight is recovered on the way. */
+    shmq_t *other;
+    cr_assert_eq(shmq_from_fd(&other, shmq_fd(q)), 0);
+    /* The dead child's record was the first one (seq 0). */
+    uint64_t w = load_acquire(&ring_desc(q, 0)->word);
+    cr_assert_eq(desc_state(w), DESC_ABORTED,
+                 "taking over the dead slot recovers its record");
+    cr_assert_eq(desc_owner(w), other->slot, "in the slot taken over");
+    cr_assert_eq(shmq_qsize(q), 0, "and it no longer counts");
+    cr_assert_eq(shmq_put(other, "new", 3, SHMQ_NOWAIT), 0);
+    shmq_set_spin(q, 0);
+    expect_get(q, "new", 5 * TH_SEC);
+    shmq_release(other);
+    shmq_release(q);
+}
+
+static int fill_slots(void *arg)
+{
+    struct shmq *q = arg;
+    static shmq_t *h[SLOTS + 1];
+    unsigned n = 0;
+    int rc;
+    while ((rc = shmq_from_fd(&h[n], shmq_fd(q))) == 0 && n < SLOTS)
+        n++;
+    TH_CHECK_EQ(rc, -EUSERS);
+    TH_CHECK_EQ(n, SLOTS - 1); /* the parent's handle holds one */
+    shmq_release(h[0]);
+    TH_CHECK_EQ(shmq_from_fd(&h[0], shmq_fd(q)), 0);
+    for (unsigned i = 0; i < n; i++)
+        shmq_release(h[i]);
+    return 0;
+}
+
+Test(liveness, more_handles_than_slots_is_eusers, .timeout = 60)
+{
+    allow_many_fds();
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 2 * SLOTS + 32)
+        cr_skip_test("RLIMIT_NOFILE %llu too low for %u handles",
+                     (unsigned long long)rl.rlim_cur, SLOTS);
+    shmq_t *q = make(8, 0);
+    th_assert_child_ok(th_fork(fill_slots, q));
     shmq_release(q);
 }
