@@ -61,8 +61,6 @@ struct shmq_desc *ring_desc(const struct shmq *q, uint32_t seq)
     return &q->desc[(s & (lines - 1)) * 4 + (s / lines)];
 }
 
-#define desc_of ring_desc
-
 static bool units_ok(const struct shmq *q, uint32_t units)
 {
     return units >= 1 && units <= q->geo.max_units;
@@ -91,7 +89,7 @@ static void tail_help(struct shmq *q, uint32_t seq, uint32_t units)
 static void release_stall(struct shmq *q, struct ring_stall *stall)
 {
     uint64_t r = load_acquire(&q->hdr->release.word);
-    uint64_t w = load_acquire(&desc_of(q, pos_seq(r))->word);
+    uint64_t w = load_acquire(&ring_desc(q, pos_seq(r))->word);
     unsigned st = desc_state(w);
     stall->has_owner =
         desc_seq(w) == pos_seq(r) && (st == DESC_READING || st == DESC_WRITING);
@@ -109,7 +107,7 @@ static int claim_once(struct shmq *q, uint64_t t, uint32_t units,
      * only be newer (more room); the descriptor read after release
      * already shows what release passed. */
     uint64_t r = load_acquire(&h->release.word);
-    struct shmq_desc *d = desc_of(q, seq);
+    struct shmq_desc *d = ring_desc(q, seq);
     uint64_t w = load_acquire(&d->word);
 
     if (desc_seq(w) == seq) { /* claimed, tail not yet moved: help */
@@ -133,7 +131,7 @@ static int claim_once(struct shmq *q, uint64_t t, uint32_t units,
 
     uint64_t mine = desc_pack(seq, DESC_WRITING, q->slot, units);
     /* seq_cst: ordered before the producer's second look at the closed
-     * flag, against a consumer's last look at the tail (queue.c). */
+     * flag, against a consumer's last look at the queue (queue.c). */
     if (!__atomic_compare_exchange_n(&d->word, &w, mine, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_ACQUIRE))
         return 1;
@@ -170,7 +168,7 @@ int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
 static int own_transition(struct shmq *q, const struct ring_ref *ref,
                           unsigned from, unsigned to)
 {
-    struct shmq_desc *d = desc_of(q, ref->seq);
+    struct shmq_desc *d = ring_desc(q, ref->seq);
     uint64_t w = desc_pack(ref->seq, from, q->slot, ref->units);
     uint64_t next = desc_pack(ref->seq, to, q->slot, ref->units);
     return __atomic_compare_exchange_n(&d->word, &w, next, 0, __ATOMIC_SEQ_CST,
@@ -183,7 +181,7 @@ int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len)
 {
     /* release: a consumer that reads this len also sees our claim of the
      * word (take_once re-checks the word after reading len) */
-    store_release(&desc_of(q, ref->seq)->len, len);
+    store_release(&ring_desc(q, ref->seq)->len, len);
     return own_transition(q, ref, DESC_WRITING, DESC_COMMITTED);
 }
 
@@ -195,7 +193,7 @@ static int take_once(struct shmq *q, uint64_t hd, void *buf, size_t cap,
 {
     struct shmq_header *h = q->hdr;
     uint32_t seq = pos_seq(hd), pos = pos_units(hd);
-    struct shmq_desc *d = desc_of(q, seq);
+    struct shmq_desc *d = ring_desc(q, seq);
     uint64_t w = load_acquire(&d->word);
 
     if (desc_seq(w) == seq - q->geo.desc_count)
@@ -293,7 +291,7 @@ static uint32_t releasable(struct shmq *q, uint64_t r, uint32_t head_seq,
     uint32_t n = 0, rs = pos_seq(r);
     *units = 0;
     while (rs + n != head_seq && n < RELEASE_BATCH) {
-        uint64_t w = load_acquire(&desc_of(q, rs + n)->word);
+        uint64_t w = load_acquire(&ring_desc(q, rs + n)->word);
         unsigned st = desc_state(w);
         if (desc_seq(w) != rs + n || !units_ok(q, desc_units(w)) ||
             (st != DESC_FREE && st != DESC_ABORTED))
@@ -310,7 +308,7 @@ static uint32_t releasable(struct shmq *q, uint64_t r, uint32_t head_seq,
  * waiting for room. true if it moved. */
 static bool head_help_taken(struct shmq *q, uint64_t hd)
 {
-    uint64_t w = load_acquire(&desc_of(q, pos_seq(hd))->word);
+    uint64_t w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
     unsigned st = desc_state(w);
     if (desc_seq(w) != pos_seq(hd) || !units_ok(q, desc_units(w)) ||
         st == DESC_WRITING || st == DESC_COMMITTED)
@@ -358,7 +356,7 @@ bool ring_recover(struct shmq *q, const struct ring_stall *stall)
 {
     uint32_t seq = desc_seq(stall->word);
     uint32_t units = desc_units(stall->word);
-    struct shmq_desc *d = desc_of(q, seq);
+    struct shmq_desc *d = ring_desc(q, seq);
     uint64_t w = stall->word;
     unsigned owner = desc_owner(w);
     bool done = false;
@@ -397,7 +395,7 @@ void ring_recover_owner(struct shmq *q, unsigned slot)
 void ring_head_writer(const struct shmq *q, struct ring_stall *stall)
 {
     uint64_t hd = load_acquire(&q->hdr->head.word);
-    uint64_t w = load_acquire(&desc_of(q, pos_seq(hd))->word);
+    uint64_t w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
     stall->has_owner = desc_seq(w) == pos_seq(hd) &&
                        desc_state(w) == DESC_WRITING &&
                        units_ok(q, desc_units(w));
