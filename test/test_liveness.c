@@ -225,16 +225,19 @@ Test(liveness, recover_owner_aborts_what_a_dead_slot_left)
 
 #define SLOTS SHMQ_PARTICIPANTS
 
-/* Each handle holds two descriptors (the region and its lock). */
-static void allow_many_fds(void)
+/* Each handle holds two descriptors (the region and its lock): raise the
+ * soft limit for SLOTS handles; false if the hard limit does not allow. */
+static bool allow_many_fds(void)
 {
     struct rlimit rl;
     cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    if (rl.rlim_cur < 2 * SLOTS + 64) {
-        rl.rlim_cur =
-            rl.rlim_max < 2 * SLOTS + 64 ? rl.rlim_max : 2 * SLOTS + 64;
+    rlim_t want = 2 * SLOTS + 64;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
         setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur >= want;
 }
 
 /* Child: take every free slot, claim a record under the first (the
@@ -256,12 +259,8 @@ static int hog_slots_and_die(void *arg)
 
 Test(liveness, all_slots_taken_then_reclaimed_from_the_dead, .timeout = 60)
 {
-    allow_many_fds();
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < 2 * SLOTS + 32)
-        cr_skip_test("RLIMIT_NOFILE %llu too low for %u handles",
-                     (unsigned long long)rl.rlim_cur, SLOTS);
+    if (!allow_many_fds())
+        cr_skip_test("RLIMIT_NOFILE too low for %u handles", SLOTS);
     shmq_t *q = make(8, 0);
     /* The child fills every slot the parent's handle left free. */
     run_to_death(hog_slots_and_die, q);
@@ -301,12 +300,8 @@ static int fill_slots(void *arg)
 
 Test(liveness, more_handles_than_slots_is_eusers, .timeout = 60)
 {
-    allow_many_fds();
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < 2 * SLOTS + 32)
-        cr_skip_test("RLIMIT_NOFILE %llu too low for %u handles",
-                     (unsigned long long)rl.rlim_cur, SLOTS);
+    if (!allow_many_fds())
+        cr_skip_test("RLIMIT_NOFILE too low for %u handles", SLOTS);
     shmq_t *q = make(8, 0);
     th_assert_child_ok(th_fork(fill_slots, q));
     shmq_release(q);
