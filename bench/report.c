@@ -305,11 +305,37 @@ static void throughput_table(const struct bench *b, FILE *out,
     }
 }
 
+/* shmq's ratios in cell k: to the pipe, to the fastest peer (whose
+ * column goes to *peer), to the cell's physical limit (its column to
+ * *limit, the cell it was measured in to *lk). */
+struct shmq_ratios {
+    char pipe[64], peer[64], limit[64];
+    int peer_col, limit_col, limit_cell;
+};
+
+static void shmq_ratios_of(const struct bench *b, size_t k, int s,
+                           struct shmq_ratios *r)
+{
+    int pipe = col_of(b, "pipe");
+    r->limit_col = limit_of(b, k, &r->limit_cell);
+    r->peer_col = best_peer(b, k);
+    fmt_ratio(r->pipe, sizeof(r->pipe),
+              ratio_of(b, (int)k, s, (int)k, pipe, NULL));
+    fmt_ratio(r->peer, sizeof(r->peer),
+              ratio_of(b, (int)k, s, (int)k, FASTEST_PEER, NULL));
+    fmt_ratio(r->limit, sizeof(r->limit),
+              ratio_of(b, (int)k, s, r->limit_cell, r->limit_col, NULL));
+}
+
+static const char *label_of(const struct bench *b, int col)
+{
+    return col >= 0 ? b->cols[col].label : "–";
+}
+
 static void throughput_ratios(const struct bench *b, FILE *out)
 {
-    int s = col_of(b, "shmq"), pipe = col_of(b, "pipe");
-    int mc = col_of(b, "memcpy");
-    char a[64], p[64], l[64], m[64];
+    int s = col_of(b, "shmq"), mc = col_of(b, "memcpy");
+    char m[64];
     if (s < 0)
         return;
     fprintf(out, "\n### shmq throughput ratios (shmq ÷ other, messages/s; "
@@ -319,26 +345,22 @@ static void throughput_ratios(const struct bench *b, FILE *out)
                  "|---|---:|---:|---:|---|---:|---:|\n");
     for (size_t k = 0; k < b->ncells; k++) {
         const struct cell *c = &b->cells[k];
-        int lk, lc, bp;
+        struct shmq_ratios r;
         if (c->sc != SC_THROUGHPUT)
             continue;
-        lc = limit_of(b, k, &lk);
-        bp = best_peer(b, k);
-        fmt_ratio(a, sizeof(a), ratio_of(b, (int)k, s, (int)k, pipe, NULL));
-        fmt_ratio(p, sizeof(p),
-                  ratio_of(b, (int)k, s, (int)k, FASTEST_PEER, NULL));
-        fmt_ratio(l, sizeof(l), ratio_of(b, (int)k, s, lk, lc, NULL));
-        fmt_ratio(m, sizeof(m), ratio_of(b, (int)k, s, lk, mc, get_byte_rate));
+        shmq_ratios_of(b, k, s, &r);
+        fmt_ratio(m, sizeof(m),
+                  ratio_of(b, (int)k, s, r.limit_cell, mc, get_byte_rate));
         fprintf(out, "| %ux%u | %s | %s | %s | %s | %s | %s |\n", c->producers,
-                c->consumers, size_name(c->size), a, p,
-                bp >= 0 ? b->cols[bp].label : "–", l, m);
+                c->consumers, size_name(c->size), r.pipe, r.peer,
+                label_of(b, r.peer_col), r.limit, m);
     }
 }
 
 static void latency_tables(const struct bench *b, FILE *out)
 {
-    int s = col_of(b, "shmq"), pipe = col_of(b, "pipe");
-    char v[4][32], a[64], p[64], l[64];
+    int s = col_of(b, "shmq");
+    char v[4][32];
     bool any = false;
     for (size_t k = 0; k < b->ncells; k++)
         any |= b->cells[k].sc == SC_LATENCY;
@@ -375,20 +397,14 @@ static void latency_tables(const struct bench *b, FILE *out)
                  " ÷ floor | floor |\n|---:|---|---:|---:|---|---:|---|\n");
     for (size_t k = 0; k < b->ncells; k++) {
         const struct cell *c = &b->cells[k];
-        int lk, lc, bp;
+        struct shmq_ratios r;
         if (c->sc != SC_LATENCY)
             continue;
-        lc = limit_of(b, k, &lk);
-        bp = best_peer(b, k);
-        fmt_ratio(a, sizeof(a), ratio_of(b, (int)k, s, (int)k, pipe, NULL));
-        fmt_ratio(p, sizeof(p),
-                  ratio_of(b, (int)k, s, (int)k, FASTEST_PEER, NULL));
-        fmt_ratio(l, sizeof(l), ratio_of(b, (int)k, s, lk, lc, NULL));
+        shmq_ratios_of(b, k, s, &r);
         fprintf(out, "| %s | %s | %s | %s | %s | %s | %s |\n",
                 size_name(c->size),
-                c->mode == WAIT_BLOCK ? "blocking" : "adaptive", a, p,
-                bp >= 0 ? b->cols[bp].label : "–", l,
-                lc >= 0 ? b->cols[lc].label : "–");
+                c->mode == WAIT_BLOCK ? "blocking" : "adaptive", r.pipe, r.peer,
+                label_of(b, r.peer_col), r.limit, label_of(b, r.limit_col));
     }
 }
 
