@@ -22,6 +22,10 @@
  * owner lives at least this often: the bound on how long a dead process
  * can hold others up once they wait. */
 #define LIVENESS_PERIOD_NS 10000000 /* 10 ms */
+/* No sleep lasts longer: the wakeup protocol lives in shared memory, and
+ * a process that scribbles on an event word could otherwise make a
+ * sleeper miss its wakeup for good. With this, it is late at worst. */
+#define RECHECK_NS 100000000 /* 100 ms */
 /* NOWAIT calls give a record being written this many polls to land
  * before they report the queue as empty. */
 #define NOWAIT_POLLS 256
@@ -263,11 +267,10 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
         if (rc != -EAGAIN && rc != -EINPROGRESS)
             return rc;
         wait_deadline_t until = deadline;
-        if (s.has_owner) {
-            wait_deadline_t check = wait_now() + LIVENESS_PERIOD_NS;
-            if (until < 0 || check < until)
-                until = check;
-        }
+        wait_deadline_t check =
+            wait_now() + (s.has_owner ? LIVENESS_PERIOD_NS : RECHECK_NS);
+        if (until < 0 || check < until)
+            until = check;
         bool expired = wait_sleep(event, seen, until) == -ETIMEDOUT &&
                        deadline >= 0 && wait_now() >= deadline;
         /* Look again before announcing a sleeper: a woken waiter that

@@ -852,3 +852,36 @@ Test(corrupt, bad_descriptors_on_attach, .timeout = 120)
     region_unmap(&r);
     shmq_release(q);
 }
+
+/* ---- the wakeup protocol ---- */
+
+static int get_forever(void *arg)
+{
+    char b[8];
+    size_t len;
+    TH_CHECK(shmq_set_spin(arg, 0) == 0);
+    TH_CHECK_EQ(shmq_get(arg, b, sizeof b, &len, SHMQ_FOREVER), 0);
+    return 0;
+}
+
+/* A consumer asleep in a FOREVER get; another process clears the
+ * "sleepers" flag of the event it sleeps on, so no producer will wake it.
+ * It must still get the next message (late, by a periodic look), not
+ * sleep forever. */
+Test(corrupt, scribbled_event_word_delays_but_never_loses_a_wakeup,
+     .timeout = 60)
+{
+    struct shmq_config qc = {.maxsize = 8, .capacity = 4096, .max_message = 8};
+    shmq_t *q;
+    cr_assert_eq(shmq_create(&q, &qc), 0);
+    pid_t pid = th_fork(get_forever, q);
+    th_sleep_ns(150 * TH_MS); /* asleep by now */
+    struct shmq_header *h = mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE,
+                                 MAP_SHARED, shmq_fd(q), 0);
+    cr_assert_neq(h, MAP_FAILED);
+    __atomic_store_n((uint32_t *)&h->not_empty.word, 0, __ATOMIC_SEQ_CST);
+    cr_assert_eq(shmq_put(q, "x", 1, SHMQ_NOWAIT), 0);
+    th_assert_child_ok_within(pid, 10 * TH_SEC);
+    munmap(h, sizeof *h);
+    shmq_release(q);
+}
