@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -243,6 +244,11 @@ static int attempt_spinning(struct shmq *q, attempt_fn fn, void *op,
             return rc;
         if (i % 64 == 0 && wait_now() >= end)
             return rc;
+        /* On an oversubscribed machine the process we wait for (say, a
+         * producer preempted between claim and commit) may be runnable
+         * on this very CPU; on an idle one this returns at once. */
+        if (i % 64 == 0)
+            sched_yield();
     }
 }
 
