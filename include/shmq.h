@@ -97,7 +97,10 @@ struct shmq_config {
 int shmq_create(shmq_t **q, const struct shmq_config *cfg);
 
 /**
- * Create a named queue under /dev/shm (shm_open with O_EXCL).
+ * Create a named queue under /dev/shm. The region is built under a
+ * private name and linked to `name` only once complete (failing with
+ * -EEXIST if the name is taken), so shmq_open() in another process sees
+ * either no queue or a complete one.
  *
  * name: '/' then 1 to 200 characters, none of them '/', not "/." or "/..".
  * mode: permission bits of the region (bits outside 07777 are -EINVAL);

@@ -90,12 +90,21 @@ static int create(shmq_t **q, const struct shmq_config *cfg, const char *name,
     int rc = shm_geometry(cfg, &geo);
     if (rc < 0)
         return rc;
-    int fd = shm_create_fd(&geo, name, mode);
+    char tmp[SHM_TMP_MAX];
+    int fd = shm_create_fd(&geo, name ? tmp : NULL, sizeof tmp, mode);
     if (fd < 0)
         return fd;
-    rc = handle_open(q, fd, &geo, true);
-    if (rc < 0 && name)
-        shm_unlink(name);
+    shmq_t *h = NULL;
+    rc = handle_open(&h, fd, &geo, true);
+    if (name && rc == 0) {
+        rc = shm_publish(tmp, name);
+        if (rc < 0)
+            handle_free(h);
+    } else if (name) {
+        shm_unlink(tmp);
+    }
+    if (rc == 0)
+        *q = h;
     return rc;
 }
 

@@ -6,9 +6,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ring.h"
@@ -120,26 +122,58 @@ static int memfd_sealed(uint64_t size)
     return fd;
 }
 
-static int shm_named(uint64_t size, const char *name, mode_t mode)
+/* A named region is built under a private name and published with
+ * link(2), which fails if the name exists: whoever opens the name sees
+ * either nothing or a complete queue, never a half-made one, and a
+ * creator killed half-way leaves no name behind. */
+#define SHM_DIR "/dev/shm"
+
+static void tmp_name(char *buf, size_t cap)
 {
-    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+    static unsigned counter;
+    snprintf(buf, cap, "/shmq-new-%d-%u-%llx", (int)getpid(),
+             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED),
+             (unsigned long long)(uintptr_t)buf ^
+                 (unsigned long long)time(NULL));
+}
+
+static int shm_named(uint64_t size, char *tmp, size_t cap, mode_t mode)
+{
+    int fd = -1;
+    /* a stray private name left by a creator that died may be taken */
+    for (int i = 0; fd < 0 && i < 8; i++) {
+        tmp_name(tmp, cap);
+        fd = shm_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
                       mode ? mode : 0600);
+        if (fd < 0 && errno != EEXIST)
+            return -errno;
+    }
     if (fd < 0)
-        return -errno;
+        return -EEXIST;
     if (ftruncate(fd, (off_t)size) < 0) {
         int err = -errno;
         close(fd);
-        shm_unlink(name);
+        shm_unlink(tmp);
         return err;
     }
     return fd;
 }
 
-int shm_create_fd(const struct shmq_geometry *geo, const char *name,
+int shm_create_fd(const struct shmq_geometry *geo, char *tmp, size_t cap,
                   mode_t mode)
 {
-    return name ? shm_named(geo->region_size, name, mode)
-                : memfd_sealed(geo->region_size);
+    return tmp ? shm_named(geo->region_size, tmp, cap, mode)
+               : memfd_sealed(geo->region_size);
+}
+
+int shm_publish(const char *tmp, const char *name)
+{
+    char from[sizeof SHM_DIR + SHM_TMP_MAX], to[sizeof SHM_DIR + 256];
+    snprintf(from, sizeof from, SHM_DIR "%s", tmp);
+    snprintf(to, sizeof to, SHM_DIR "%s", name);
+    int rc = link(from, to) < 0 ? -errno : 0;
+    shm_unlink(tmp);
+    return rc;
 }
 
 void shm_init_region(struct shmq *q)

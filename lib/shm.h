@@ -15,10 +15,18 @@ int shm_check_name(const char *name);
 /* Sizes for cfg (NULL: defaults); -EINVAL when they are out of bounds. */
 int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo);
 
-/* A new sized region: memfd (name NULL, sealed against shrink and grow)
- * or shm_open(name, O_EXCL). Returns the fd or a negative errno. */
-int shm_create_fd(const struct shmq_geometry *geo, const char *name,
+/* Room for the private name of a named region being built. */
+#define SHM_TMP_MAX 96
+
+/* A new sized region: a memfd sealed against shrink and grow (tmp NULL),
+ * or a file under a fresh private name written to tmp (cap bytes), for
+ * shm_publish() once it is initialised. The fd or a negative errno. */
+int shm_create_fd(const struct shmq_geometry *geo, char *tmp, size_t cap,
                   mode_t mode);
+
+/* Give the region built under tmp its name: -EEXIST if it is taken.
+ * tmp is removed either way. */
+int shm_publish(const char *tmp, const char *name);
 
 /* Write the identity and initial state into q's freshly mapped region. */
 void shm_init_region(struct shmq *q);

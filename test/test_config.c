@@ -640,3 +640,34 @@ Test(config, strerror_names_every_code, .timeout = 10)
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
         cr_assert_not_null(shmq_strerror(odd[i]), "strerror(%d)", odd[i]);
 }
+
+/* Whoever opens a name while its queue is being created sees either no
+ * queue (-ENOENT) or a complete one, never a half-made region (-EPROTO). */
+static int open_until_there(void *arg)
+{
+    const char *name = arg;
+    for (;;) {
+        shmq_t *q;
+        int rc = shmq_open(&q, name);
+        if (rc == 0) {
+            shmq_release(q);
+            return 0;
+        }
+        TH_CHECK_EQ(rc, -ENOENT);
+    }
+}
+
+Test(config, open_racing_create_sees_nothing_or_everything, .timeout = 60)
+{
+    char name[TH_NAME_MAX];
+    for (int round = 0; round < 100; round++) {
+        th_queue_name(name, "race");
+        pid_t pid = th_fork(open_until_there, name);
+        th_sleep_ns(200000);
+        shmq_t *q;
+        cr_assert_eq(shmq_create_named(&q, name, NULL, 0), 0);
+        th_assert_child_ok_within(pid, 10 * TH_SEC);
+        shmq_release(q);
+        cr_assert_eq(shmq_unlink(name), 0);
+    }
+}
