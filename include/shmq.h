@@ -73,7 +73,9 @@ struct shmq_config {
     size_t maxsize;     /**< most messages queued at once; 0 = default */
     size_t capacity;    /**< bytes of message storage; 0 = default, or
                              2 * max_message + 8 if that is larger */
-    size_t max_message; /**< largest message put accepts; 0 = default */
+    size_t max_message; /**< largest message put accepts; 0 = default,
+                             or capacity (rounded down to 8) if given
+                             and smaller */
     unsigned flags;     /**< SHMQ_JOINABLE */
 };
 

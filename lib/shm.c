@@ -97,6 +97,11 @@ int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo)
         return -EINVAL;
     uint64_t max_message =
         c.max_message ? c.max_message : SHMQ_DEFAULT_MAX_MESSAGE;
+    /* A default never makes a valid request invalid: a small capacity
+     * given alone gets the largest max_message that fits it (whole
+     * 8-byte units; below one unit, capacity stays too small). */
+    if (!c.max_message && c.capacity && c.capacity < max_message)
+        max_message = c.capacity >= 8 ? c.capacity & ~(uint64_t)7 : 1;
     uint64_t capacity = c.capacity;
     if (!capacity) {
         capacity = SHMQ_DEFAULT_CAPACITY;

@@ -671,3 +671,23 @@ Test(config, open_racing_create_sees_nothing_or_everything, .timeout = 60)
         cr_assert_eq(shmq_unlink(name), 0);
     }
 }
+
+/* Defaults never make a valid request invalid: a small capacity given
+ * alone gets a max_message that fits it, and a message that size fits. */
+Test(config, small_capacity_alone_gets_a_fitting_max_message)
+{
+    static const size_t caps[] = {8, 9, 1000, 1001, 4096};
+    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+        struct shmq_config c = {.maxsize = 4, .capacity = caps[i]};
+        shmq_t *q;
+        cr_assert_eq(shmq_create(&q, &c), 0, "capacity %zu", caps[i]);
+        size_t m = shmq_max_message(q);
+        cr_assert(m >= 1 && m <= caps[i], "max_message %zu", m);
+        static char buf[4096];
+        cr_assert_eq(shmq_put_nowait(q, buf, m), 0);
+        shmq_release(q);
+    }
+    struct shmq_config tiny = {.capacity = 7};
+    shmq_t *q;
+    cr_assert_eq(shmq_create(&q, &tiny), -EINVAL, "less than one unit");
+}
