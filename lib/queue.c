@@ -10,7 +10,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/mman.h> /* shm_open, shm_unlink */
 #include <unistd.h>
 
 #include "liveness.h"
@@ -302,11 +302,15 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
 static int run(struct shmq *q, attempt_fn fn, void *op, uint64_t *event,
                int64_t timeout_ns)
 {
-    int rc = liveness_current(q) ? 0 : liveness_ensure(q);
-    if (rc < 0)
-        return rc;
+    if (!liveness_current(q)) { /* first call after fork: syscalls */
+        int saved = errno;
+        int rc = liveness_ensure(q);
+        errno = saved;
+        if (rc < 0)
+            return rc;
+    }
     struct ring_stall s = {0};
-    rc = fn(q, op, &s); /* fast path: no clock, no syscall */
+    int rc = fn(q, op, &s); /* fast path: no clock, no syscall */
     if (rc != -EAGAIN && rc != -EINPROGRESS)
         return rc;
     int saved = errno;
