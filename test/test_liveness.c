@@ -306,3 +306,25 @@ Test(liveness, more_handles_than_slots_is_eusers, .timeout = 60)
     th_assert_child_ok(th_fork(fill_slots, q));
     shmq_release(q);
 }
+
+/* The library never changes errno, also on the slow paths: the first
+ * call of a forked child (which registers a slot), a timed-out wait. */
+static int errno_untouched_in_child(void *arg)
+{
+    char b[8];
+    size_t len;
+    errno = 4242;
+    TH_CHECK_EQ(shmq_put(arg, "e", 1, SHMQ_NOWAIT), 0);
+    TH_CHECK_EQ(errno, 4242);
+    TH_CHECK_EQ(shmq_get(arg, b, sizeof b, &len, SHMQ_NOWAIT), 0);
+    TH_CHECK_EQ(shmq_get(arg, b, sizeof b, &len, 20 * TH_MS), -ETIMEDOUT);
+    TH_CHECK_EQ(errno, 4242);
+    return 0;
+}
+
+Test(liveness, errno_is_never_touched)
+{
+    shmq_t *q = make(8, 0);
+    th_assert_child_ok(th_fork(errno_untouched_in_child, q));
+    shmq_release(q);
+}
