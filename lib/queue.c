@@ -436,7 +436,8 @@ SHMQ_PUBLIC int shmq_get_nowait(shmq_t *q, void *buf, size_t cap, size_t *len)
 
 SHMQ_PUBLIC size_t shmq_qsize(const shmq_t *q)
 {
-    return q ? ring_count(q) : 0;
+    /* const for the caller: the handle; the shared head may be helped */
+    return q ? ring_count((struct shmq *)q) : 0;
 }
 
 SHMQ_PUBLIC bool shmq_empty(const shmq_t *q)

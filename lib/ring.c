@@ -402,8 +402,15 @@ void ring_head_writer(const struct shmq *q, struct ring_stall *stall)
     stall->word = w;
 }
 
-uint32_t ring_count(const struct shmq *q)
+uint32_t ring_count(struct shmq *q)
 {
+    /* Records at the head that nobody will deliver (withdrawn at close,
+     * aborted, taken by a consumer that has not moved the head yet) are
+     * not queued: move the head past them first (bounded by maxsize). */
+    for (uint32_t i = 0; i < q->geo.maxsize &&
+                         head_help_taken(q, load_acquire(&q->hdr->head.word));
+         i++)
+        ;
     /* head first: the tail read after it is at least as far */
     uint64_t hd = load_acquire(&q->hdr->head.word);
     uint64_t t = load_acquire(&q->hdr->tail.word);

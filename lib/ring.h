@@ -72,7 +72,7 @@ void ring_recover_owner(struct shmq *q, unsigned slot);
 void ring_head_writer(const struct shmq *q, struct ring_stall *stall);
 
 /* Snapshots for qsize/full and join accounting. */
-uint32_t ring_count(const struct shmq *q);
+uint32_t ring_count(struct shmq *q);
 bool ring_full(const struct shmq *q);
 uint32_t ring_claimed(const struct shmq *q); /* tail sequence number */
 

@@ -328,3 +328,53 @@ Test(liveness, errno_is_never_touched)
     th_assert_child_ok(th_fork(errno_untouched_in_child, q));
     shmq_release(q);
 }
+
+/* Child: the first half of a claim-first take, the CAS to READING, and
+ * death before the head moves. */
+static int die_between_take_and_head(void *arg)
+{
+    struct shmq *q = arg;
+    TH_CHECK_EQ(liveness_ensure(q), 0);
+    uint64_t hd = load_acquire(&q->hdr->head.word);
+    struct shmq_desc *d = ring_desc(q, pos_seq(hd));
+    uint64_t w = load_acquire(&d->word);
+    TH_CHECK_EQ(desc_state(w), DESC_COMMITTED);
+    uint64_t mine =
+        desc_pack(pos_seq(hd), DESC_READING, q->slot, desc_units(w));
+    TH_CHECK(__atomic_compare_exchange_n(&d->word, &w, mine, 0,
+                                         __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    raise(SIGKILL);
+    return 1;
+}
+
+Test(liveness, record_taken_by_a_dead_reader_is_not_queued)
+{
+    shmq_t *q = make(1, 0);
+    cr_assert_eq(shmq_put(q, "gone", 4, SHMQ_NOWAIT), 0);
+    run_to_death(die_between_take_and_head, q);
+    cr_assert_eq(shmq_qsize(q), 0, "taken, though the head did not move");
+    cr_assert(shmq_empty(q));
+    cr_assert_eq(shmq_put(q, "next", 4, 5 * TH_SEC), 0);
+    expect_get(q, "next", SHMQ_NOWAIT);
+    shmq_release(q);
+}
+
+/* A put that claimed its record just as the queue was closed withdraws
+ * it (queue.c): the record is no message, so it is neither counted by
+ * qsize nor delivered. */
+Test(liveness, withdrawn_record_is_not_queued)
+{
+    shmq_t *q = make(8, 0);
+    struct ring_ref ref;
+    struct ring_stall st;
+    cr_assert_eq(liveness_ensure(q), 0);
+    cr_assert_eq(ring_claim(q, 3, &ref, &st), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(ring_abort(q, &ref), 0);
+    cr_assert_eq(shmq_qsize(q), 0);
+    cr_assert(shmq_empty(q));
+    char b[8];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, b, sizeof b, &len), -EPIPE);
+    shmq_release(q);
+}
