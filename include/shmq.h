@@ -23,7 +23,16 @@
  *     the child. No call is async-signal-safe.
  *   - Shared memory is untrusted: a region scribbled on by another process
  *     yields -EPROTO (when attaching) or -EBADMSG (during an operation),
- *     never a crash or an endless loop.
+ *     never a crash or an endless loop. What a file can still do to its
+ *     mappings is another matter: every page of a region is allocated at
+ *     creation (and again on attach), and an anonymous queue's memfd is
+ *     sealed against shrinking, so neither tmpfs running out nor its
+ *     creator truncating it can kill a process with SIGBUS. A named
+ *     queue's file cannot be sealed: a process allowed to write it (which
+ *     the mode of shmq_create_named decides) can still truncate it or
+ *     punch holes in it, and then a process touching the lost pages dies
+ *     of SIGBUS (or gets zeroed pages back). Give write access only to
+ *     processes you would trust with the queue's memory.
  *   - A process killed at any point of put or get loses at most the one
  *     message it was putting or getting; the queue keeps working for the
  *     others (see docs/internals.md, "Crash recovery").
@@ -51,6 +60,22 @@ typedef struct shmq shmq_t;
 #define SHMQ_NOWAIT   ((int64_t)0)  /**< timeout_ns: do not wait */
 #define SHMQ_JOINABLE 0x1u          /**< cfg.flags: task_done()/join() */
 
+/* ------------------------------------------------------------------ */
+/* Version and timeout helpers                                          */
+/* ------------------------------------------------------------------ */
+
+/** The version of this header. shmq_version() tells the library's. */
+#define SHMQ_VERSION_MAJOR 0
+#define SHMQ_VERSION_MINOR 2
+#define SHMQ_VERSION_PATCH 0
+#define SHMQ_VERSION_NUMBER                                                    \
+    ((unsigned)SHMQ_VERSION_MAJOR << 16 | (unsigned)SHMQ_VERSION_MINOR << 8 |  \
+     (unsigned)SHMQ_VERSION_PATCH)
+
+/** Timeouts in milliseconds and seconds, for timeout_ns arguments. */
+#define SHMQ_MS(n)  ((int64_t)(n) * 1000000)
+#define SHMQ_SEC(n) ((int64_t)(n) * 1000000000)
+
 /** Defaults used where a field of struct shmq_config is 0. */
 #define SHMQ_DEFAULT_MAXSIZE     65536u
 #define SHMQ_DEFAULT_CAPACITY    (4u << 20)
@@ -72,7 +97,9 @@ typedef struct shmq shmq_t;
 struct shmq_config {
     size_t maxsize;     /**< most messages queued at once; 0 = default */
     size_t capacity;    /**< bytes of message storage; 0 = default, or
-                             2 * max_message + 8 if that is larger */
+                             2 * max_message + 8 if that is larger, but
+                             when maxsize is given no more than maxsize
+                             max_message messages take */
     size_t max_message; /**< largest message put accepts; 0 = default,
                              or capacity (rounded down to 8) if given
                              and smaller */
@@ -90,11 +117,13 @@ struct shmq_config {
  * inherit the handle), across exec (shmq_fd() with FD_CLOEXEC cleared, then
  * shmq_from_fd()), or by sending shmq_fd() over a Unix socket.
  *
+ * Every page of the region is allocated here: a queue that does not fit
+ * in memory fails now with -ENOMEM (or -ENOSPC), never later with SIGBUS.
+ *
  * Returns 0 and *q, or -EINVAL (q NULL, unknown flags, maxsize above
  * SHMQ_MAXSIZE_LIMIT, capacity smaller than one max_message message or
- * too large), -ENOMEM, -EMFILE/-ENFILE, -EUSERS (1024 handles are
- * attached to the queue already), or another errno of memfd_create,
- * ftruncate or mmap. Does not block. Thread-safe.
+ * too large), -ENOMEM, -ENOSPC, -EMFILE/-ENFILE, or another errno of
+ * memfd_create, fallocate or mmap. Does not block. Thread-safe.
  */
 int shmq_create(shmq_t **q, const struct shmq_config *cfg);
 
@@ -105,12 +134,18 @@ int shmq_create(shmq_t **q, const struct shmq_config *cfg);
  * either no queue or a complete one.
  *
  * name: '/' then 1 to 200 characters, none of them '/', not "/." or "/..".
- * mode: permission bits of the region (bits outside 07777 are -EINVAL);
- * 0 means 0600; the umask applies.
+ * mode: permission bits of the region; 0 means 0600; the umask applies.
+ * Bits outside 07777 are -EINVAL, and so is a mode that lets a class of
+ * users (owner, group, other) read without letting it write: with read
+ * access alone, a process could take the locks that say a participant
+ * is alive and keep others from attaching or recovering. Where the umask
+ * takes write access from a class, read access goes too (0666 with
+ * umask 022 gives 0600).
  *
  * Returns 0 and *q, -EINVAL (bad name, mode or cfg, as shmq_create),
- * -ENAMETOOLONG, -EEXIST (the name is taken), -EACCES, or the errors of
- * shmq_create. On failure no name is left behind. Does not block.
+ * -ENAMETOOLONG, -EEXIST (the name is taken), -EACCES, -ENOSPC (/dev/shm
+ * has no room for the region), or the errors of shmq_create. On failure
+ * no name is left behind. Does not block.
  */
 int shmq_create_named(shmq_t **q, const char *name,
                       const struct shmq_config *cfg, mode_t mode);
@@ -118,9 +153,11 @@ int shmq_create_named(shmq_t **q, const char *name,
 /**
  * Open a named queue created by shmq_create_named().
  *
- * Returns 0 and *q, -EINVAL (bad name), -ENAMETOOLONG, -ENOENT, -EACCES,
- * -EPROTO (the region is not a shmq queue of this layout version, or its
- * header is corrupt), -ENOMEM. Does not block.
+ * Returns 0 and *q, -EINVAL (bad name, q NULL), -ENAMETOOLONG, -ENOENT,
+ * -EACCES, -EPROTO (the region is not a shmq queue of this layout
+ * version, or its header is corrupt), -ENOMEM, -ENOSPC (pages of the
+ * region could not be allocated), -EMFILE/-ENFILE, -EUSERS (1024 handles
+ * attached already). Does not block.
  */
 int shmq_open(shmq_t **q, const char *name);
 
@@ -144,10 +181,16 @@ int shmq_fd(const shmq_t *q);
  * Attach to the queue whose region fd refers to. The fd is duplicated
  * (close-on-exec); the caller keeps its own.
  *
+ * A memfd not yet sealed against shrinking is sealed here (F_SEAL_SHRINK
+ * and F_SEAL_GROW), so that its sender cannot truncate it under this
+ * process; one whose seals cannot be changed any more (made without
+ * MFD_ALLOW_SEALING, or F_SEAL_SEAL without F_SEAL_SHRINK) is refused.
+ *
  * Returns 0 and *q, -EINVAL (q NULL), -EBADF (fd negative or not open),
  * -EPROTO (not a shmq region, wrong layout version, wrong size or corrupt
- * header), -ENOMEM, -EMFILE, -EUSERS (1024 handles attached already).
- * Does not block.
+ * header), -EPERM (a memfd that cannot be sealed against shrinking),
+ * -EACCES (fd not open for reading and writing), -ENOMEM, -ENOSPC,
+ * -EMFILE, -EUSERS (1024 handles attached already). Does not block.
  */
 int shmq_from_fd(shmq_t **q, int fd);
 
@@ -275,11 +318,21 @@ int shmq_join(shmq_t *q, int64_t timeout_ns);
 int shmq_set_spin(shmq_t *q, int64_t spin_ns);
 
 /* ------------------------------------------------------------------ */
-/* Errors                                                               */
+/* Errors and version                                                   */
 /* ------------------------------------------------------------------ */
 
-/** A static string naming err (negative errno, or 0). Never NULL. */
+/** A static string naming err: a negative errno as the calls return it,
+ * the same errno positive (EPIPE as -EPIPE), or 0. Never NULL. */
 const char *shmq_strerror(int err);
+
+/** The version of the library running: SHMQ_VERSION_NUMBER as the
+ * library was built ((major << 16) | (minor << 8) | patch). Compare it
+ * with the header's SHMQ_VERSION_NUMBER to learn whether the library is
+ * older than what the program was compiled against. Thread-safe. */
+unsigned shmq_version(void);
+
+/** The same as a static string, "major.minor.patch". Never NULL. */
+const char *shmq_version_string(void);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,10 @@
 
 SHMQ_PUBLIC const char *shmq_strerror(int err)
 {
+    /* errno values are positive; the calls return them negated: take
+     * both (INT_MIN has no positive twin and stays unknown). */
+    if (err > 0)
+        err = -err;
     switch (err) {
     case 0:
         return "success";

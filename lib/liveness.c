@@ -6,7 +6,7 @@
  * keep the parent's slot locks alive after the parent died, and its own
  * operations would run under the parent's slot. The atfork child handler
  * therefore closes every inherited lock descriptor and bumps
- * liveness_epoch; a handle whose reg_epoch is older registers a slot of
+ * shmq__liveness_epoch; a handle whose reg_epoch is older registers a slot of
  * its own before its next operation.
  */
 #define _GNU_SOURCE
@@ -19,7 +19,7 @@
 #include "liveness.h"
 #include "ring.h"
 
-uint64_t liveness_epoch = 1;
+uint64_t shmq__liveness_epoch = 1;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -42,7 +42,7 @@ static void atfork_child(void)
             close(q->lock_fd);
         q->lock_fd = -1;
     }
-    store_relaxed(&liveness_epoch, liveness_epoch + 1);
+    store_relaxed(&shmq__liveness_epoch, shmq__liveness_epoch + 1);
     pthread_mutex_unlock(&registry_lock);
 }
 
@@ -122,11 +122,11 @@ static int register_locked(struct shmq *q)
         q->lock_fd = -1;
         return rc;
     }
-    store_release(&q->reg_epoch, load_relaxed(&liveness_epoch));
+    store_release(&q->reg_epoch, load_relaxed(&shmq__liveness_epoch));
     return 0;
 }
 
-int liveness_register(struct shmq *q)
+int shmq__liveness_register(struct shmq *q)
 {
     pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&registry_lock);
@@ -142,22 +142,22 @@ int liveness_register(struct shmq *q)
     return rc;
 }
 
-int liveness_ensure(struct shmq *q)
+int shmq__liveness_ensure(struct shmq *q)
 {
-    if (liveness_current(q))
+    if (shmq__liveness_current(q))
         return 0;
     pthread_mutex_lock(&registry_lock);
-    int rc = liveness_current(q) ? 0 : register_locked(q);
+    int rc = shmq__liveness_current(q) ? 0 : register_locked(q);
     pthread_mutex_unlock(&registry_lock);
     return rc;
 }
 
-void liveness_unregister(struct shmq *q)
+void shmq__liveness_unregister(struct shmq *q)
 {
     pthread_mutex_lock(&registry_lock);
     /* Only the process that registered owns the slot: a child that
      * inherited q must not free its parent's slot. */
-    if (liveness_current(q) && q->lock_fd >= 0)
+    if (shmq__liveness_current(q) && q->lock_fd >= 0)
         store_release(&q->parts[q->slot].state, PART_FREE);
     if (q->lock_fd >= 0)
         close(q->lock_fd);
@@ -171,12 +171,15 @@ void liveness_unregister(struct shmq *q)
     pthread_mutex_unlock(&registry_lock);
 }
 
-bool liveness_dead(const struct shmq *q, unsigned slot)
+bool shmq__liveness_dead(const struct shmq *q, unsigned slot)
 {
     /* Our own lock does not conflict with our own description, so the
      * kernel would call it free: we are alive by definition. */
     if (slot == q->slot || q->lock_fd < 0)
         return false;
+    /* Only a write lock, which needs the file open for writing, says a
+     * participant lives: a read lock is all that read access can take,
+     * and must not keep a dead slot's records from being recovered. */
     int type = lock_slot(q->lock_fd, F_WRLCK, F_OFD_GETLK, slot);
-    return type == F_UNLCK;
+    return type == F_UNLCK || type == F_RDLCK;
 }

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +23,7 @@
 /* Upper bound of a region, against arithmetic overflow and absurd sizes. */
 #define SHM_REGION_MAX ((uint64_t)1 << 40)
 
-int shm_check_name(const char *name)
+int shmq__shm_check_name(const char *name)
 {
     if (!name || name[0] != '/')
         return -EINVAL;
@@ -88,7 +89,24 @@ static int geometry_sizes(uint64_t maxsize, uint64_t capacity,
     return g->region_size <= SHM_REGION_MAX ? 0 : -EINVAL;
 }
 
-int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo)
+/* The default holds two max_message messages at least; when maxsize is
+ * given it is no more than maxsize messages of max_message bytes can
+ * use, so that a one-message queue does not take megabytes. */
+static uint64_t default_capacity(uint64_t maxsize, uint64_t max_message)
+{
+    uint64_t capacity = SHMQ_DEFAULT_CAPACITY;
+    if (capacity < 2 * max_message)
+        capacity = 2 * max_message + 8;
+    if (maxsize && maxsize <= SHMQ_MAXSIZE_LIMIT) {
+        uint64_t unit = (uint64_t)1 << unit_shift_for(max_message);
+        uint64_t need = maxsize * round_up(max_message, unit);
+        if (need < capacity)
+            capacity = need;
+    }
+    return capacity;
+}
+
+int shmq__shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo)
 {
     struct shmq_config c = {0};
     if (cfg)
@@ -102,15 +120,32 @@ int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo)
      * 8-byte units; below one unit, capacity stays too small). */
     if (!c.max_message && c.capacity && c.capacity < max_message)
         max_message = c.capacity >= 8 ? c.capacity & ~(uint64_t)7 : 1;
-    uint64_t capacity = c.capacity;
-    if (!capacity) {
-        capacity = SHMQ_DEFAULT_CAPACITY;
-        if (capacity < 2 * max_message)
-            capacity = 2 * max_message + 8;
-    }
+    uint64_t capacity = c.capacity ? c.capacity
+                                   : default_capacity(c.maxsize, max_message);
     geo->flags = c.flags;
     return geometry_sizes(c.maxsize ? c.maxsize : SHMQ_DEFAULT_MAXSIZE,
                           capacity, max_message, geo);
+}
+
+/* Allocate every page of the first size bytes of fd (extending it to
+ * size if shorter). tmpfs would otherwise hand out pages as they are
+ * first touched, and a put touching a page that tmpfs or the memory
+ * limit cannot supply dies of SIGBUS: here it is -ENOSPC or -ENOMEM.
+ * A file system without fallocate (none that can hold a shmq region
+ * does, today) only gets its size set. */
+static int allocate(int fd, uint64_t size)
+{
+    int rc = fallocate(fd, 0, 0, (off_t)size);
+    if (rc == 0)
+        return 0;
+    if (errno != EOPNOTSUPP)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size < size && ftruncate(fd, (off_t)size) < 0)
+        return -errno;
+    return 0;
 }
 
 static int memfd_sealed(uint64_t size)
@@ -118,8 +153,12 @@ static int memfd_sealed(uint64_t size)
     int fd = memfd_create("shmq", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -errno;
-    if (ftruncate(fd, (off_t)size) < 0 ||
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+    int rc = allocate(fd, size);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
         int err = -errno;
         close(fd);
         return err;
@@ -142,36 +181,63 @@ static void tmp_name(char *buf, size_t cap)
                  (unsigned long long)time(NULL));
 }
 
+/* Read access alone must not let anyone fake liveness or block attaching
+ * (an OFD read lock needs only read access): every class of users that
+ * may read the region must also be allowed to write it, and then it can
+ * do anything to the queue anyway. A mode asking otherwise is -EINVAL. */
+static mode_t readers_without_write(mode_t mode)
+{
+    return (mode_t)((mode & 0444) >> 1 & ~(mode & 0222)) << 1;
+}
+
+/* The umask may take write from a class and leave it read: take read
+ * too, so the file's mode keeps the rule above. */
+static int drop_lone_read(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    mode_t lone = readers_without_write(st.st_mode & 07777);
+    if (lone && fchmod(fd, (st.st_mode & 07777) & ~lone) < 0)
+        return -errno;
+    return 0;
+}
+
 static int shm_named(uint64_t size, char *tmp, size_t cap, mode_t mode)
 {
+    if (!mode)
+        mode = 0600;
+    if (readers_without_write(mode))
+        return -EINVAL;
     int fd = -1;
     /* a stray private name left by a creator that died may be taken */
     for (int i = 0; fd < 0 && i < 8; i++) {
         tmp_name(tmp, cap);
-        fd = shm_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-                      mode ? mode : 0600);
+        fd = shm_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (fd < 0 && errno != EEXIST)
             return -errno;
     }
     if (fd < 0)
         return -EEXIST;
-    if (ftruncate(fd, (off_t)size) < 0) {
-        int err = -errno;
+    int rc = drop_lone_read(fd);
+    if (rc == 0)
+        rc = allocate(fd, size);
+    if (rc < 0) {
         close(fd);
         shm_unlink(tmp);
-        return err;
+        return rc;
     }
     return fd;
 }
 
-int shm_create_fd(const struct shmq_geometry *geo, char *tmp, size_t cap,
+int shmq__shm_create_fd(const struct shmq_geometry *geo, char *tmp, size_t cap,
                   mode_t mode)
 {
     return tmp ? shm_named(geo->region_size, tmp, cap, mode)
                : memfd_sealed(geo->region_size);
 }
 
-int shm_publish(const char *tmp, const char *name)
+int shmq__shm_publish(const char *tmp, const char *name)
 {
     char from[sizeof SHM_DIR + SHM_TMP_MAX], to[sizeof SHM_DIR + 256];
     snprintf(from, sizeof from, SHM_DIR "%s", tmp);
@@ -181,7 +247,7 @@ int shm_publish(const char *tmp, const char *name)
     return rc;
 }
 
-void shm_init_region(struct shmq *q)
+void shmq__shm_init_region(struct shmq *q)
 {
     const struct shmq_geometry *g = &q->geo;
     struct shmq_header *h = q->hdr;
@@ -229,7 +295,36 @@ static int identity_matches(const struct shmq_identity *id,
     return 0;
 }
 
-int shm_read_identity(int fd, struct shmq_geometry *geo)
+/* A memfd shows in /proc as "/memfd:<name> (deleted)"; a file of
+ * /dev/shm as "/dev/shm/<name>". */
+static bool is_memfd(int fd)
+{
+    char path[64], target[16];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof target);
+    return n >= 7 && !memcmp(target, "/memfd:", 7);
+}
+
+/* Whoever can write a region's file can truncate it, and a process
+ * touching a page past the new end dies of SIGBUS. A memfd can be made
+ * proof against that: seal it against shrinking (and growing) when it is
+ * not yet, and refuse it (-EPERM) when its seals are frozen without
+ * F_SEAL_SHRINK. A file with a name cannot be sealed; shmq.h says what
+ * its writers can still do. */
+static int seal_against_shrink(int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        return errno == EINVAL ? 0 : -errno; /* not tmpfs: cannot seal */
+    if (seals & F_SEAL_SHRINK)
+        return 0;
+    if (!(seals & F_SEAL_SEAL))
+        return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0 ? -errno
+                                                                       : 0;
+    return is_memfd(fd) ? -EPERM : 0;
+}
+
+int shmq__shm_read_identity(int fd, struct shmq_geometry *geo)
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
@@ -246,10 +341,23 @@ int shm_read_identity(int fd, struct shmq_geometry *geo)
     int rc = identity_matches(&id, geo);
     if (rc < 0)
         return rc;
-    return (uint64_t)st.st_size == geo->region_size ? 0 : -EPROTO;
+    if ((uint64_t)st.st_size != geo->region_size)
+        return -EPROTO;
+    rc = seal_against_shrink(fd);
+    if (rc < 0)
+        return rc;
+    /* The size again, now that the seal holds it. */
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size != geo->region_size)
+        return -EPROTO;
+    /* A region made sparse (by an older version or another program)
+     * gets its pages now, not at a put's first touch. */
+    rc = allocate(fd, geo->region_size);
+    return rc == -EBADF ? -EACCES : rc; /* a read-only descriptor */
 }
 
-int shm_map(struct shmq *q)
+int shmq__shm_map(struct shmq *q)
 {
     const struct shmq_geometry *g = &q->geo;
     uint64_t ring_bytes = (uint64_t)g->ring_units << g->unit_shift;
@@ -279,7 +387,7 @@ int shm_map(struct shmq *q)
     return 0;
 }
 
-void shm_unmap(struct shmq *q)
+void shmq__shm_unmap(struct shmq *q)
 {
     if (q->map)
         munmap(q->map, q->map_size);

@@ -10,33 +10,50 @@
 struct shmq_config;
 
 /* -EINVAL unless name is '/' then 1..200 chars without '/', not . or .. */
-int shm_check_name(const char *name);
+int shmq__shm_check_name(const char *name);
 
 /* Sizes for cfg (NULL: defaults); -EINVAL when they are out of bounds. */
-int shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo);
+int shmq__shm_geometry(const struct shmq_config *cfg,
+                       struct shmq_geometry *geo);
 
 /* Room for the private name of a named region being built. */
 #define SHM_TMP_MAX 96
 
-/* A new sized region: a memfd sealed against shrink and grow (tmp NULL),
- * or a file under a fresh private name written to tmp (cap bytes), for
- * shm_publish() once it is initialised. The fd or a negative errno. */
-int shm_create_fd(const struct shmq_geometry *geo, char *tmp, size_t cap,
-                  mode_t mode);
+/* A new sized region whose pages are all allocated (-ENOSPC / -ENOMEM
+ * now rather than SIGBUS later): a memfd sealed against shrink and grow
+ * (tmp NULL), or a file under a fresh private name written to tmp (cap
+ * bytes), for shmq__shm_publish() once it is initialised. -EINVAL when
+ * mode lets a class of users read without writing (shmq_create_named).
+ * The fd or a negative errno. */
+int shmq__shm_create_fd(const struct shmq_geometry *geo, char *tmp,
+                        size_t cap, mode_t mode);
 
 /* Give the region built under tmp its name: -EEXIST if it is taken.
  * tmp is removed either way. */
-int shm_publish(const char *tmp, const char *name);
+int shmq__shm_publish(const char *tmp, const char *name);
 
 /* Write the identity and initial state into q's freshly mapped region. */
-void shm_init_region(struct shmq *q);
+void shmq__shm_init_region(struct shmq *q);
 
-/* Read and validate the identity of fd's region into q->geo.
- * -EPROTO when it is not a region of this layout, -EBADF, ... */
-int shm_read_identity(int fd, struct shmq_geometry *geo);
+/* Make fd's region safe to map, then read and validate its identity into
+ * geo. A memfd not sealed against shrinking is sealed (-EPERM when it
+ * cannot be); every page is allocated (-ENOSPC, -ENOMEM). -EPROTO when
+ * it is not a region of this layout, -EBADF, ... */
+int shmq__shm_read_identity(int fd, struct shmq_geometry *geo);
 
 /* Map fd's region (with the mirror of its ring) into q. */
-int shm_map(struct shmq *q);
-void shm_unmap(struct shmq *q);
+int shmq__shm_map(struct shmq *q);
+void shmq__shm_unmap(struct shmq *q);
+
+/* The names queue.c (the ring owner's file) still uses; remove once it
+ * calls the shmq__ names. Never exported: only shmq__ symbols exist. */
+#define shm_check_name   shmq__shm_check_name
+#define shm_geometry     shmq__shm_geometry
+#define shm_create_fd    shmq__shm_create_fd
+#define shm_publish      shmq__shm_publish
+#define shm_init_region  shmq__shm_init_region
+#define shm_read_identity shmq__shm_read_identity
+#define shm_map          shmq__shm_map
+#define shm_unmap        shmq__shm_unmap
 
 #endif /* SHMQ_SHM_H */

@@ -318,10 +318,16 @@ Test(config, create_named_mode, .timeout = 10)
     m = created_mode(0, 0);
     cr_assert_eq(m, 0600, "mode 0 gives 0600 with umask 0, got %o",
                  (unsigned)m);
-    m = created_mode(0644, 022);
-    cr_assert_eq(m, 0644, "mode 0644, got %o", (unsigned)m);
+    m = created_mode(0660, 0);
+    cr_assert_eq(m, 0660, "mode 0660, got %o", (unsigned)m);
+    m = created_mode(0666, 0);
+    cr_assert_eq(m, 0666, "mode 0666, got %o", (unsigned)m);
+    /* the umask takes write from group and other: read goes too, so that
+     * read access never comes without write access */
     m = created_mode(0666, 022);
-    cr_assert_eq(m, 0644, "umask 022 applies to 0666, got %o", (unsigned)m);
+    cr_assert_eq(m, 0600, "umask 022 applies to 0666, got %o", (unsigned)m);
+    m = created_mode(0660, 020);
+    cr_assert_eq(m, 0600, "umask 020 applies to 0660, got %o", (unsigned)m);
     m = created_mode(0666, 077);
     cr_assert_eq(m, 0600, "umask 077 applies to 0666, got %o", (unsigned)m);
     m = created_mode(0, 0077);

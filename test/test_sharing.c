@@ -338,7 +338,7 @@ static int child_open_by_name(void *p)
 
 Test(sharing, by_name_in_forked_process, .timeout = 30, .fini = unlink_names)
 {
-    struct link l = make_named_link(0640);
+    struct link l = make_named_link(0660);
     pid_t pid = th_fork(child_open_by_name, &l);
     parent_talk_unlink(l, "pong by name");
     th_assert_child_ok(pid);
