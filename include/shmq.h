@@ -318,6 +318,139 @@ int shmq_join(shmq_t *q, int64_t timeout_ns);
 int shmq_set_spin(shmq_t *q, int64_t spin_ns);
 
 /* ------------------------------------------------------------------ */
+/* Event-loop integration (io_uring, poll/epoll)                        */
+/* ------------------------------------------------------------------ */
+/*
+ * "A message is there" (readable) and "there is room" (writable) as
+ * completions in the caller's io_uring, or as a level-triggered fd for
+ * poll/epoll (libuv, libevent). Works for any holder of a handle,
+ * including unrelated processes that opened the queue by name. The loop:
+ * on a completion or a readable fd, drain with the nowait calls until
+ * -EAGAIN, then re-arm (shmq_uring_arm) or acknowledge
+ * (shmq_pollfd_ack). Producers pay no system call while nothing is
+ * armed. See docs/guide.md, "Event loops".
+ *
+ * Paths (shmq_evloop_path):
+ *   SHMQ_EVLOOP_URING   IORING_OP_FUTEX_WAIT on the queue's own futex
+ *                       word: Linux 6.7+, any liburing >= 2.0 (the SQE is
+ *                       filled by hand; liburing 2.6 has a helper).
+ *   SHMQ_EVLOOP_THREAD  everywhere else (older kernel, opcode missing,
+ *                       io_uring disabled by sysctl or seccomp):
+ *                       shmq_uring_arm returns -ENOSYS; use a pollfd
+ *                       (a helper thread turns the futex into an eventfd
+ *                       write), with poll/epoll or io_uring_prep_poll_add.
+ * The pollfd works on every path (Linux 2.6.27+, eventfd).
+ */
+
+struct io_uring;
+struct io_uring_cqe;
+
+#define SHMQ_EV_READABLE 0x1u /**< a get would find a message */
+#define SHMQ_EV_WRITABLE 0x2u /**< a put would find room */
+#define SHMQ_EV_CLOSED   0x4u /**< result only: the queue was closed */
+
+#define SHMQ_EVLOOP_AUTO   0 /**< shmq_evloop_set_path: probe */
+#define SHMQ_EVLOOP_URING  1 /**< io_uring futex waits */
+#define SHMQ_EVLOOP_THREAD 2 /**< helper thread + eventfd only */
+
+/**
+ * The path shmq_uring_arm uses in this process: SHMQ_EVLOOP_URING or
+ * SHMQ_EVLOOP_THREAD. The first call probes the kernel (one short-lived
+ * io_uring) unless the environment variable SHMQ_EVLOOP is "uring" or
+ * "thread" (then that path is used; "uring" where it is unavailable
+ * means SHMQ_EVLOOP_THREAD). Thread-safe; does not block.
+ */
+int shmq_evloop_path(void);
+
+/**
+ * Force a path for this process (tests, or to keep io_uring out):
+ * SHMQ_EVLOOP_AUTO probes again. Returns 0, -EINVAL (unknown path) or
+ * -ENOSYS (SHMQ_EVLOOP_URING where the kernel lacks it). Arms made
+ * before the change complete as they were made. Thread-safe.
+ */
+int shmq_evloop_set_path(int path);
+
+/**
+ * Arm a wait for one event of q in the caller's ring: one SQE
+ * (IORING_OP_FUTEX_WAIT, a shared futex: never FUTEX2_PRIVATE), or two
+ * when timeout_ns >= 0 (plus an IORING_OP_LINK_TIMEOUT counting from
+ * submission, rounded up by at most 1/16). Both carry user_data; keep it
+ * unique among armed waits.
+ * Nothing is submitted: the caller calls io_uring_submit().
+ *
+ * Returns:
+ *   0            armed; decode its completion(s) with shmq_uring_result.
+ *   > 0          the event is true already (SHMQ_EV_* bits, with
+ *                SHMQ_EV_CLOSED once the queue is closed): no SQE used;
+ *                drain, then arm again.
+ *   -EINVAL      q or ring NULL, ring not initialised (zeroed), events
+ *                not exactly SHMQ_EV_READABLE or SHMQ_EV_WRITABLE,
+ *                timeout_ns negative other than SHMQ_FOREVER.
+ *   -EBUSY       not enough free SQEs (submit, then arm again); a ring of
+ *                one entry takes untimed arms only.
+ *   -ENOSYS      path is SHMQ_EVLOOP_THREAD: use shmq_pollfd_open.
+ * Does not block. Thread-safe as far as the ring is: liburing rings are
+ * used from one thread at a time. Linux 6.7+; liburing 2.0+.
+ */
+int shmq_uring_arm(shmq_t *q, struct io_uring *ring, unsigned events,
+                   uint64_t user_data, int64_t timeout_ns);
+
+/**
+ * Decode a completion of shmq_uring_arm: events is what was armed, res
+ * the CQE's res. Looks at the queue again, so a completion is never
+ * taken on trust. Returns:
+ *   > 0          SHMQ_EV_* bits true now: drain with the nowait calls,
+ *                then arm again. SHMQ_EV_CLOSED: the queue was closed
+ *                (gets drain what is left, then -EPIPE).
+ *   0            woken, nothing true now (another consumer was faster,
+ *                or a spurious wakeup): arm again.
+ *   -ETIMEDOUT   the linked timeout expired first: arm again or give up.
+ *   -ECANCELED   not a verdict: the partner CQE of a timed arm, or the
+ *                wait was cancelled (io_uring_prep_cancel64 on
+ *                user_data, ring teardown). Do not arm again for it.
+ *   -EINVAL      q NULL or events not one SHMQ_EV_* bit.
+ *   other < 0    the kernel refused the SQE (res as is).
+ * Every timed arm gives exactly one verdict (> 0, 0, -ETIMEDOUT), except
+ * in the rare race where the timer fires as the futex completes: then
+ * both CQEs carry one, and the extra arm costs a spurious completion.
+ * Does not block; thread-safe.
+ */
+int shmq_uring_result(shmq_t *q, unsigned events, int res);
+
+/** Opaque pollable fd of one event of one queue. */
+typedef struct shmq_pollfd shmq_pollfd_t;
+
+/**
+ * A level-triggered fd for poll/epoll: readable (POLLIN) while the event
+ * (SHMQ_EV_READABLE: a message is queued; SHMQ_EV_WRITABLE: there is
+ * room; or the queue is closed) holds, until shmq_pollfd_ack finds it
+ * false. Never an edge to miss: if the caller takes only part of the
+ * queue, the fd stays readable. A helper thread of this process waits on
+ * the queue's futex like a blocked get would and writes an eventfd.
+ * The pollfd must be closed before q is released; it is not inherited
+ * usefully over fork (the child has no helper thread). Returns 0,
+ * -EINVAL (p or q NULL, events not one SHMQ_EV_* bit), -EMFILE/-ENFILE,
+ * -ENOMEM, -EAGAIN (no thread). Thread-safe; does not block.
+ */
+int shmq_pollfd_open(shmq_pollfd_t **p, shmq_t *q, unsigned events);
+
+/** The fd to watch for POLLIN (close-on-exec; do not read it or close
+ * it yourself), or -EINVAL for p NULL. */
+int shmq_pollfd_fd(const shmq_pollfd_t *p);
+
+/**
+ * Call after draining (or whenever the fd was readable): the fd stays
+ * readable if the event still holds, otherwise the helper watches the
+ * queue again. Returns the SHMQ_EV_* bits true now (the fd stays
+ * readable), 0 (fd cleared, watching), or -EINVAL (p NULL). Does not
+ * block. One thread at a time per pollfd.
+ */
+int shmq_pollfd_ack(shmq_pollfd_t *p);
+
+/** Stop the helper thread, close the fd, free p. NULL is fine. */
+void shmq_pollfd_close(shmq_pollfd_t *p);
+
+/* ------------------------------------------------------------------ */
 /* Errors and version                                                   */
 /* ------------------------------------------------------------------ */
 

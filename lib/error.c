@@ -62,6 +62,8 @@ SHMQ_PUBLIC const char *shmq_strerror(int err)
         return "not supported by this kernel";
     case -EPERM:
         return "operation not permitted";
+    case -EBUSY:
+        return "no free submission queue entry";
     default:
         return "unknown error";
     }
