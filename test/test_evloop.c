@@ -519,7 +519,7 @@ struct pingpong {
     shmq_t *answer; /* READABLE: the loop answers here */
     unsigned ev;
     long n;
-    int64_t *freed_at; /* WRITABLE: shared, when room was made */
+    int64_t *freed_at; /* WRITABLE: shared, per cycle: when room was made */
 };
 
 struct stamp {
@@ -575,12 +575,13 @@ static int pp_taker(void *arg)
         jitter(&rs);
         int64_t deadline = th_now_ns() + 10 * TH_SEC;
         for (;;) {
+            /* Stamped before the try: the loop may see the room before
+             * this process returns from the get. */
             int64_t t = th_now_ns();
+            __atomic_store_n(&pp->freed_at[i], t, __ATOMIC_SEQ_CST);
             int rc = shmq_get_nowait(pp->q, &s, sizeof s, &len);
-            if (rc == 0) {
-                __atomic_store_n(pp->freed_at, t, __ATOMIC_RELEASE);
+            if (rc == 0)
                 break;
-            }
             TH_CHECK_EQ(rc, -EAGAIN);
             if (t > deadline) {
                 fprintf(stderr, "cycle %lld: no refill\n", (long long)i);
@@ -721,7 +722,7 @@ static void pingpong(const char *name, enum path path, unsigned ev, long n)
     struct pingpong pp = {.ev = ev, .n = n};
     pp.q = make(ev == SHMQ_EV_READABLE ? 4 : 1);
     pp.answer = make(4);
-    pp.freed_at = th_shared_alloc(sizeof *pp.freed_at);
+    pp.freed_at = th_shared_alloc((size_t)n * sizeof *pp.freed_at);
     int64_t *lat = calloc((size_t)n, sizeof *lat);
     cr_assert_not_null(lat);
     int64_t bound = bound_ns();
@@ -739,7 +740,7 @@ static void pingpong(const char *name, enum path path, unsigned ev, long n)
         if (ev == SHMQ_EV_READABLE) {
             got = drain_readable(&pp, lat, got);
         } else if (!shmq_full(pp.q)) {
-            lat[got] = th_now_ns() - __atomic_load_n(pp.freed_at,
+            lat[got] = th_now_ns() - __atomic_load_n(&pp.freed_at[got],
                                                      __ATOMIC_ACQUIRE);
             s.i = ++got;
             if (got < n)
@@ -758,7 +759,7 @@ static void pingpong(const char *name, enum path path, unsigned ev, long n)
                  name, late, (long long)(bound / TH_MS));
     loop_close(&l);
     free(lat);
-    th_shared_free(pp.freed_at, sizeof *pp.freed_at);
+    th_shared_free(pp.freed_at, (size_t)n * sizeof *pp.freed_at);
     shmq_release(pp.q);
     shmq_release(pp.answer);
 }
