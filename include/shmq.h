@@ -451,6 +451,237 @@ int shmq_pollfd_ack(shmq_pollfd_t *p);
 void shmq_pollfd_close(shmq_pollfd_t *p);
 
 /* ------------------------------------------------------------------ */
+/* Process pool                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A pool of forked worker processes running task functions, as Python's
+ * multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor, on
+ * shmq queues. A task is a function of the program (workers are forked,
+ * so any function pointer of the program, not of a library dlopen()ed
+ * after shmq_pool_create, is valid in them) with a byte-string argument;
+ * its result is a byte string of up to max_message bytes.
+ *
+ * Workers are forked by a single-threaded fork server that
+ * shmq_pool_create forks once: respawning and recycling never fork the
+ * caller's (possibly threaded) process. A worker that dies while running
+ * a task (any signal, exit, abort, segfault, OOM kill) completes that
+ * task at once with status -EOWNERDEAD and is replaced; no other task is
+ * lost (see docs/guide.md, "From multiprocessing.Pool to shmq_pool").
+ * Deaths are watched with pidfds in the fork server: the pool installs
+ * no signal handler, and the host's SIGCHLD disposition (SIG_IGN, its
+ * own reaping) does not matter. Workers and the fork server exit within
+ * a second when the process that created the pool dies.
+ *
+ * A pool handle is used from one thread at a time, and only in the
+ * process that created it (not in a forked child). Timeouts follow the
+ * queue's rules: relative ns, SHMQ_FOREVER, SHMQ_NOWAIT, other negatives
+ * -EINVAL, signals never end a wait early. No call is async-signal-safe.
+ */
+#include <sys/uio.h>
+
+/** Opaque handle of a process pool. */
+typedef struct shmq_pool shmq_pool_t;
+
+/**
+ * A task. arg/arglen: the argument as submitted (arg is 8-byte aligned
+ * and stays valid during the call). Write the result, up to outcap
+ * (= the pool's max_message) bytes, to out and its length to *outlen
+ * (0 when left alone); an *outlen above outcap makes the task's status
+ * -EMSGSIZE (the result is dropped, never truncated). ctx: cfg.ctx as
+ * the initializer left it in this worker. The return value is the
+ * task's status.
+ */
+typedef int (*shmq_task_fn)(const void *arg, size_t arglen, void *out,
+                            size_t outcap, size_t *outlen, void *ctx);
+
+/** Largest max_message a pool accepts (64 MiB). */
+#define SHMQ_POOL_MAX_MESSAGE (64u << 20)
+/** Default max_message of a pool (64 KiB). */
+#define SHMQ_POOL_DEFAULT_MAX_MESSAGE (64u << 10)
+/** Most workers a pool has. */
+#define SHMQ_POOL_MAX_WORKERS 256u
+/** Most tickets given out and not yet collected (submit waits). */
+#define SHMQ_POOL_MAX_PENDING 8192u
+
+struct shmq_pool_config {
+    unsigned workers;             /**< 0 = online CPUs */
+    size_t max_message;           /**< largest argument or result; 0 = default */
+    unsigned max_tasks_per_child; /**< 0 = unlimited; a map batch is one */
+    int (*initializer)(void *ctx);/**< run once in each worker; non-zero
+                                       breaks the pool */
+    void *ctx;                    /**< given to initializer and tasks */
+};
+
+/**
+ * Create a pool and start its workers (asynchronously: an initializer
+ * that fails shows as a broken pool, see shmq_pool_submit). cfg may be
+ * NULL for all defaults.
+ *
+ * Returns 0 and *p, or -EINVAL (p NULL, workers above
+ * SHMQ_POOL_MAX_WORKERS, max_message above SHMQ_POOL_MAX_MESSAGE),
+ * -ENOMEM, -EMFILE, -EAGAIN (fork), or another errno of memfd_create,
+ * mmap, socketpair, fork or pidfd_open. Does not block. Thread-safe.
+ */
+int shmq_pool_create(shmq_pool_t **p, const struct shmq_pool_config *cfg);
+
+/**
+ * Submit fn(arg) and get its ticket (apply_async, executor.submit). The
+ * argument is copied; len may be 0 (arg may be NULL then).
+ *
+ * Blocks while the pool is saturated (every worker's queue is full, or
+ * SHMQ_POOL_MAX_PENDING tickets are uncollected: then only collecting
+ * results makes room), up to timeout_ns; while it waits it takes results
+ * in, so workers never stall on a full result queue. Returns 0 and
+ * *ticket (never 0), or
+ *   -EINVAL    p, fn or ticket NULL, arg NULL with len > 0, bad timeout
+ *   -EMSGSIZE  len > max_message
+ *   -EPIPE     after shmq_pool_close or shmq_pool_terminate
+ *   -ECANCELED the pool is broken (failed initializer, crash loop)
+ *   -EAGAIN    saturated and SHMQ_NOWAIT
+ *   -ETIMEDOUT saturated until the timeout
+ */
+int shmq_pool_submit(shmq_pool_t *p, shmq_task_fn fn, const void *arg,
+                     size_t len, uint64_t *ticket, int64_t timeout_ns);
+
+/**
+ * shmq_pool_submit with a time limit: a task still running limit_ns
+ * after it started has its worker killed (and replaced) and completes
+ * with status -ETIMEDOUT. The limit is enforced by the fork server
+ * within about 5 ms, whether or not the owner is in a pool call.
+ * Returns as shmq_pool_submit; -EINVAL also for limit_ns <= 0.
+ */
+int shmq_pool_submit_timed(shmq_pool_t *p, shmq_task_fn fn, const void *arg,
+                           size_t len, uint64_t *ticket, int64_t timeout_ns,
+                           int64_t limit_ns);
+
+/**
+ * Wait for the task of ticket and collect its result (AsyncResult.get).
+ *
+ * Returns 0 when the task finished, whatever it returned: *status is
+ * its return value, -EOWNERDEAD (its worker died running it),
+ * -ETIMEDOUT (its time limit), -ECANCELED (cancelled, or never started
+ * on a broken or terminated pool), -EMSGSIZE (its result was longer than
+ * max_message); the result is in buf and its length in *len, and the
+ * ticket is collected. Otherwise
+ *   -EINVAL    p, len or status NULL, buf NULL with cap > 0, bad timeout
+ *   -ENOENT    ticket never issued, already collected, or a map's
+ *   -ENOBUFS   the result is longer than cap: *len is set, the result
+ *              stays for another call
+ *   -EAGAIN    not finished and SHMQ_NOWAIT
+ *   -ETIMEDOUT not finished until the timeout
+ */
+int shmq_pool_wait(shmq_pool_t *p, uint64_t ticket, void *buf, size_t cap,
+                   size_t *len, int *status, int64_t timeout_ns);
+
+/**
+ * Collect the next finished task, in completion order (imap_unordered,
+ * as_completed): its ticket in *ticket, the rest as shmq_pool_wait.
+ * -ENOENT when no submitted task is left uncollected; -ENOBUFS sets
+ * *ticket and *len and leaves the result first in line.
+ */
+int shmq_pool_next(shmq_pool_t *p, uint64_t *ticket, void *buf, size_t cap,
+                   size_t *len, int *status, int64_t timeout_ns);
+
+/**
+ * Run fn on args[0..n) and wait for all (Pool.map). Items are sent in
+ * batches (several per message, Pool's chunking) with a bounded number
+ * of batches in flight: memory does not grow with n. results[i] is the
+ * caller's buffer for item i: on return iov_len is the result's length,
+ * statuses[i] its status as for shmq_pool_wait, or -ENOBUFS when the
+ * result was longer than results[i].iov_len (iov_len is then the size
+ * needed; the result is dropped). Input order is kept.
+ *
+ * A map item whose worker died after running it but before its result
+ * was sent is run again (unlike submit, which runs a task at most
+ * once); only the item being run at the death gets -EOWNERDEAD.
+ *
+ * Returns 0 (every status is set), or -EINVAL (p or fn NULL; args,
+ * results or statuses NULL with n > 0; an iov_base NULL with a non-zero
+ * iov_len; bad timeout), -EMSGSIZE (an argument above max_message),
+ * -EPIPE (closed), -ECANCELED (the pool is, or broke during the call,
+ * broken: the statuses of items not run are -ECANCELED), -EAGAIN /
+ * -ETIMEDOUT (statuses of unfinished items are unspecified; their
+ * results are discarded when they come).
+ */
+int shmq_pool_map(shmq_pool_t *p, shmq_task_fn fn, const struct iovec *args,
+                  size_t n, struct iovec *results, int *statuses,
+                  int64_t timeout_ns);
+
+/**
+ * Cancel a submitted task whose result was not collected. Not started:
+ * it will not run. Running: its worker is killed and replaced. Either
+ * way the ticket completes at once with status -ECANCELED (collect it
+ * with wait or next). Returns 0, -EINVAL (p NULL), -ENOENT (ticket
+ * unknown or collected), -EALREADY (it has finished: its result is
+ * kept). Does not block.
+ */
+int shmq_pool_cancel(shmq_pool_t *p, uint64_t ticket);
+
+/**
+ * Stop taking tasks (Pool.close): workers finish what was submitted,
+ * then exit. Returns 0 (also when called again, or on a broken pool) or
+ * -EINVAL (p NULL). Does not block.
+ */
+int shmq_pool_close(shmq_pool_t *p);
+
+/**
+ * Wait until every submitted task finished and every worker exited
+ * (Pool.join). Results stay until collected. Returns 0, -EINVAL (p
+ * NULL, bad timeout, or the pool was not closed), -EAGAIN (SHMQ_NOWAIT)
+ * or -ETIMEDOUT. 0 at once on a broken or terminated pool.
+ */
+int shmq_pool_join(shmq_pool_t *p, int64_t timeout_ns);
+
+/**
+ * Kill every worker now (Pool.terminate), even with thousands of tasks
+ * queued or tasks that never return. Results already finished stay
+ * collectable; every other task completes with -ECANCELED. Waits for
+ * the fork server to exit (milliseconds). NULL does nothing.
+ */
+void shmq_pool_terminate(shmq_pool_t *p);
+
+/**
+ * Terminate if needed, then free everything: no process, zombie,
+ * descriptor, mapping or name is left. Uncollected results are lost.
+ * NULL does nothing. p is invalid afterwards.
+ */
+void shmq_pool_destroy(shmq_pool_t *p);
+
+/** How a worker died; see shmq_pool_death. */
+struct shmq_pool_death {
+    pid_t pid;       /**< the worker */
+    unsigned worker; /**< its slot, 0 .. workers - 1 */
+    int wstatus;     /**< as waitpid(2): WIFSIGNALED(), WTERMSIG(),
+                          WIFEXITED(), WEXITSTATUS() */
+    int reason;      /**< 0 (died by itself or killed from outside),
+                          -ETIMEDOUT (time limit), -ECANCELED (cancel) */
+    uint64_t ticket; /**< the submitted task it was running, 0 if none
+                          (idle, or a map batch) */
+};
+
+/**
+ * How the worker that ran ticket died (ticket 0: the latest death seen).
+ * The pool remembers its last 64 deaths; it sees a death when one of
+ * its calls runs after it. Returns 0 and *d, -EINVAL (p or d NULL),
+ * -ENOENT (no such death remembered). Does not block.
+ */
+int shmq_pool_death(shmq_pool_t *p, uint64_t ticket,
+                    struct shmq_pool_death *d);
+
+/**
+ * The pid of worker slot `worker` (0 .. workers - 1) now, e.g. to watch
+ * it. Returns the pid (> 0), -EINVAL (p NULL, worker out of range),
+ * -ESRCH (the slot has no worker: being replaced, or the pool stopped).
+ * The pid may belong to a worker that just died. Does not block.
+ */
+int shmq_pool_worker_pid(const shmq_pool_t *p, unsigned worker);
+
+/** Number of workers of the pool (cfg.workers, or the CPUs for 0);
+ * 0 for NULL. */
+unsigned shmq_pool_workers(const shmq_pool_t *p);
+
+/* ------------------------------------------------------------------ */
 /* Errors and version                                                   */
 /* ------------------------------------------------------------------ */
 

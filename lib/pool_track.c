@@ -1,0 +1,451 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pool_track.c - the owner's bookkeeping: tickets and their results,
+ * the jobs on each worker's queue, and what arrives on rq (results, gaps,
+ * wakeups) or in the control region's death log.
+ *
+ * Attribution (see pool.h): the owner is the only producer of tq[w], so
+ * job indices of a slot are consecutive, and each job record says what
+ * the index holds. A job is resolved by its result, by the death of the
+ * worker recorded as running it, or by a LOST message naming its index.
+ * Whichever comes first wins; later ones find the job resolved (or the
+ * ticket no longer pending) and change nothing.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "pool_owner.h"
+
+#define SLICE_NS 100000000 /* 100 ms: the longest sleep between checks of
+                              the fork server's pidfd */
+
+/* ------------------------------------------------------------------ */
+/* Tickets                                                              */
+/* ------------------------------------------------------------------ */
+
+struct pool_entry *shmq__pool_entry(struct shmq_pool *p, uint64_t ticket)
+{
+    struct pool_entry *e = &p->tab[ticket & (POOL_TICKETS - 1)];
+    return ticket && e->ticket == ticket ? e : NULL;
+}
+
+/* A free entry and a fresh ticket for it; NULL when POOL_TICKETS are
+ * uncollected. Tickets grow; one whose entry is taken is skipped. */
+struct pool_entry *shmq__pool_ticket_new(struct shmq_pool *p)
+{
+    if (p->uncollected >= POOL_TICKETS)
+        return NULL;
+    for (;;) {
+        uint64_t t = ++p->next_ticket;
+        struct pool_entry *e = &p->tab[t & (POOL_TICKETS - 1)];
+        if (t != 0 && e->state == E_FREE) {
+            memset(e, 0, offsetof(struct pool_entry, inl));
+            e->ticket = t;
+            return e;
+        }
+    }
+}
+
+static void done_push(struct shmq_pool *p, uint64_t ticket)
+{
+    if (p->done_tail - p->done_head == p->done_cap) {
+        /* Full of tickets that wait() collected: keep the live ones. */
+        size_t keep = p->done_head;
+        for (size_t i = p->done_head; i != p->done_tail; i++) {
+            uint64_t t = p->done[i % p->done_cap];
+            struct pool_entry *e = shmq__pool_entry(p, t);
+            if (e && e->state == E_DONE)
+                p->done[keep++ % p->done_cap] = t;
+        }
+        p->done_tail = keep;
+    }
+    p->done[p->done_tail++ % p->done_cap] = ticket;
+}
+
+void shmq__pool_complete(struct shmq_pool *p, struct pool_entry *e, int status,
+                         const void *data, size_t len)
+{
+    if (!e || e->state != E_PENDING)
+        return;
+    e->data = NULL;
+    if (len > POOL_INLINE) {
+        e->data = malloc(len);
+        if (!e->data) {
+            status = -ENOMEM;
+            len = 0;
+        }
+    }
+    if (len)
+        memcpy(e->data ? e->data : e->inl, data, len);
+    e->len = (uint32_t)len;
+    e->status = status;
+    e->state = E_DONE;
+    p->pending--;
+    done_push(p, e->ticket);
+}
+
+int shmq__pool_deliver(struct shmq_pool *p, struct pool_entry *e, void *buf,
+                       size_t cap, size_t *len, int *status)
+{
+    *len = e->len;
+    if (e->len > cap)
+        return -ENOBUFS;
+    if (e->len)
+        memcpy(buf, e->data ? e->data : e->inl, e->len);
+    *status = e->status;
+    free(e->data);
+    e->data = NULL;
+    e->ticket = 0;
+    e->state = E_FREE;
+    p->uncollected--;
+    return 0;
+}
+
+/* The oldest finished ticket not collected yet, or NULL. */
+struct pool_entry *shmq__pool_done_peek(struct shmq_pool *p)
+{
+    while (p->done_head != p->done_tail) {
+        uint64_t t = p->done[p->done_head % p->done_cap];
+        struct pool_entry *e = shmq__pool_entry(p, t);
+        if (e && e->state == E_DONE)
+            return e;
+        p->done_head++; /* collected by wait() meanwhile */
+    }
+    return NULL;
+}
+
+void shmq__pool_done_pop(struct shmq_pool *p)
+{
+    p->done_head++;
+}
+
+/* ------------------------------------------------------------------ */
+/* Jobs                                                                 */
+/* ------------------------------------------------------------------ */
+
+static struct pool_jobrec *job_at(struct shmq_pool *p, unsigned w,
+                                  uint64_t index)
+{
+    if (w >= p->sh.workers)
+        return NULL;
+    struct pool_slotjobs *sj = &p->jobs[w];
+    if (index < sj->head || index >= sj->tail)
+        return NULL;
+    struct pool_jobrec *j = &sj->ring[index & (POOL_JOBS_PER_SLOT - 1)];
+    return j->kind ? j : NULL;
+}
+
+static void job_resolve(struct shmq_pool *p, unsigned w,
+                        struct pool_jobrec *j)
+{
+    struct pool_slotjobs *sj = &p->jobs[w];
+    j->kind = 0;
+    while (sj->head < sj->tail &&
+           !sj->ring[sj->head & (POOL_JOBS_PER_SLOT - 1)].kind)
+        sj->head++;
+}
+
+/* The job ended without a result: status for a task, for the item being
+ * run of a batch (item < 0: none was), re-dispatch for its other items. */
+static void job_fail(struct shmq_pool *p, unsigned w, struct pool_jobrec *j,
+                     int64_t item, int status)
+{
+    if (j->kind == JOB_TASK)
+        shmq__pool_complete(p, shmq__pool_entry(p, j->ticket), status, NULL, 0);
+    else if (j->kind == JOB_BATCH)
+        shmq__pool_map_fail(p, j, item, status);
+    job_resolve(p, w, j);
+}
+
+bool shmq__pool_jobs_idle(const struct shmq_pool *p)
+{
+    for (unsigned w = 0; w < p->sh.workers; w++)
+        if (p->jobs[w].head != p->jobs[w].tail)
+            return false;
+    return true;
+}
+
+/* The slot whose worker has the fewest jobs not yet taken (its own
+ * `taken` counter, so the choice follows the workers' progress even
+ * while the owner collects nothing), starting the search after the last
+ * choice. -1 when every job ring is full. */
+int shmq__pool_pick_slot(struct shmq_pool *p, bool need_fence_free)
+{
+    int best = -1;
+    uint64_t best_load = UINT64_MAX;
+    unsigned ws = p->sh.workers;
+    for (unsigned k = 0; k < ws; k++) {
+        unsigned w = (p->rr + k) % ws;
+        struct pool_slotjobs *sj = &p->jobs[w];
+        if (sj->tail - sj->head >= POOL_JOBS_PER_SLOT - 1)
+            continue;
+        if (need_fence_free && sj->fence_owed)
+            continue;
+        uint64_t taken = load_relaxed(&p->sh.ctl->slot[w].taken);
+        /* Shared and untrusted: clamp into [head, tail]. */
+        if (taken < sj->head || taken > sj->tail)
+            taken = sj->head;
+        uint64_t load = sj->tail - taken;
+        if (load < best_load) {
+            best_load = load;
+            best = (int)w;
+        }
+        if (load == 0)
+            break;
+    }
+    if (best >= 0)
+        p->rr = (unsigned)best + 1;
+    return best;
+}
+
+/* Put the message in p->send (its header's index is filled here) on
+ * tq[w] and record it. 0, or the put's error (-EAGAIN when full). */
+int shmq__pool_put_job(struct shmq_pool *p, unsigned w, size_t len,
+                       const struct pool_jobrec *rec, uint64_t *index)
+{
+    struct pool_slotjobs *sj = &p->jobs[w];
+    struct pool_task_hdr *h = (struct pool_task_hdr *)p->send;
+    h->index = sj->tail;
+    int rc = shmq_put_nowait(p->sh.tq[w], p->send, len);
+    if (rc != 0)
+        return rc;
+    sj->ring[sj->tail & (POOL_JOBS_PER_SLOT - 1)] = *rec;
+    if (index)
+        *index = sj->tail;
+    sj->tail++;
+    return 0;
+}
+
+static void put_fences(struct shmq_pool *p)
+{
+    for (unsigned w = 0; w < p->sh.workers; w++) {
+        struct pool_slotjobs *sj = &p->jobs[w];
+        if (!sj->fence_owed)
+            continue;
+        if (p->closed || sj->head == sj->tail) {
+            sj->fence_owed = false; /* nothing a gap could hide */
+            continue;
+        }
+        if (sj->tail - sj->head >= POOL_JOBS_PER_SLOT - 1)
+            continue;
+        struct pool_task_hdr *h = (struct pool_task_hdr *)p->send;
+        *h = (struct pool_task_hdr){.kind = JOB_FENCE};
+        struct pool_jobrec rec = {.kind = JOB_FENCE};
+        if (shmq__pool_put_job(p, w, sizeof *h, &rec, NULL) == 0)
+            sj->fence_owed = false;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages on rq                                                       */
+/* ------------------------------------------------------------------ */
+
+static void on_result(struct shmq_pool *p, const struct pool_result_hdr *h,
+                      size_t len)
+{
+    struct pool_jobrec *j = job_at(p, h->slot, h->index);
+    if (!j || j->kind != JOB_TASK || j->ticket != h->ticket)
+        return; /* resolved already (death, cancel), or scribbled */
+    size_t dlen = len - sizeof *h;
+    int status = h->status;
+    if (dlen > p->sh.max_message) {
+        status = -EBADMSG;
+        dlen = 0;
+    }
+    shmq__pool_complete(p, shmq__pool_entry(p, h->ticket), status, h + 1,
+                        dlen);
+    job_resolve(p, h->slot, j);
+}
+
+static void on_batch(struct shmq_pool *p, const struct pool_result_hdr *h,
+                     size_t len)
+{
+    struct pool_jobrec *j = job_at(p, h->slot, h->index);
+    if (!j || j->kind != JOB_BATCH)
+        return;
+    shmq__pool_map_batch(p, j, h, len);
+    if (h->status) /* the batch's last message */
+        job_resolve(p, h->slot, j);
+}
+
+/* Jobs [ticket, index) of the slot were taken by a worker that died
+ * before it recorded them: they died with it. */
+static void on_lost(struct shmq_pool *p, const struct pool_result_hdr *h)
+{
+    if (h->slot >= p->sh.workers)
+        return;
+    struct pool_slotjobs *sj = &p->jobs[h->slot];
+    uint64_t from = h->ticket > sj->head ? h->ticket : sj->head;
+    uint64_t to = h->index < sj->tail ? h->index : sj->tail;
+    for (uint64_t i = from; i < to; i++) {
+        struct pool_jobrec *j = job_at(p, h->slot, i);
+        if (j)
+            job_fail(p, h->slot, j, -1, -EOWNERDEAD);
+    }
+}
+
+static void handle(struct shmq_pool *p, size_t len)
+{
+    const struct pool_result_hdr *h = (const struct pool_result_hdr *)p->msg;
+    if (len < sizeof *h)
+        return;
+    if (h->kind == PM_RESULT)
+        on_result(p, h, len);
+    else if (h->kind == PM_BATCH)
+        on_batch(p, h, len);
+    else if (h->kind == PM_LOST)
+        on_lost(p, h);
+    /* PM_WAKE: only its arrival mattered */
+}
+
+static void drain(struct shmq_pool *p)
+{
+    size_t len;
+    while (shmq_get_nowait(p->sh.rq, p->msg, p->msg_cap, &len) == 0)
+        handle(p, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Deaths                                                               */
+/* ------------------------------------------------------------------ */
+
+static int reason_status(uint32_t reason)
+{
+    if (reason == KILL_TIMEOUT)
+        return -ETIMEDOUT;
+    if (reason == KILL_CANCEL)
+        return -ECANCELED;
+    return -EOWNERDEAD;
+}
+
+static void remember(struct shmq_pool *p, const struct pool_death_rec *d,
+                     const struct pool_jobrec *j, uint64_t running)
+{
+    struct shmq_pool_death *m = &p->dlog[p->dcount++ % POOL_DEATHS_KEPT];
+    m->pid = d->pid;
+    m->worker = d->slot;
+    m->wstatus = d->wstatus;
+    m->reason = d->reason == KILL_NONE ? 0 : reason_status(d->reason);
+    m->ticket = running && j && j->kind == JOB_TASK ? j->ticket : 0;
+}
+
+static void on_death(struct shmq_pool *p, const struct pool_death_rec *rec)
+{
+    struct pool_death_rec d = *rec; /* copied once: shared memory */
+    if (d.slot >= p->sh.workers)
+        return;
+    uint64_t running = d.running & ~POOL_KILLED;
+    struct pool_jobrec *j = running ? job_at(p, d.slot, running - 1) : NULL;
+    remember(p, &d, j, running);
+    if (j) {
+        int64_t item = d.item < POOL_BATCH_MAX ? (int64_t)d.item : -1;
+        job_fail(p, d.slot, j, item, reason_status(d.reason));
+    }
+    p->jobs[d.slot].fence_owed = true;
+}
+
+static void broken_now(struct shmq_pool *p, uint32_t why)
+{
+    if (p->broken)
+        return;
+    p->broken = why ? why : BROKEN_FS;
+    shmq__pool_cancel_all(p);
+}
+
+/* Read the deaths the fork server logged since last time. Results the
+ * dead put before dying are in rq already: take them in first, so that
+ * a task whose result was committed is not declared dead. */
+void shmq__pool_check_deaths(struct shmq_pool *p)
+{
+    struct pool_ctl *ctl = p->sh.ctl;
+    uint32_t broken = load_acquire(&ctl->broken);
+    uint64_t n = load_acquire(&ctl->deaths);
+    if (n == p->deaths_seen && !broken)
+        return;
+    if (p->in_deaths)
+        return;
+    p->in_deaths = true;
+    drain(p);
+    if (n - p->deaths_seen > POOL_DEATH_LOG) /* scribbled: skip ahead */
+        p->deaths_seen = n - POOL_DEATH_LOG;
+    for (; p->deaths_seen < n; p->deaths_seen++) {
+        const struct pool_death_rec *d =
+            &ctl->death[p->deaths_seen % POOL_DEATH_LOG];
+        if (load_acquire(&d->seq) == p->deaths_seen + 1)
+            on_death(p, d);
+    }
+    /* release: the records are read before the fork server reuses them */
+    store_release(&ctl->deaths_seen, n);
+    p->in_deaths = false;
+    if (broken)
+        broken_now(p, broken);
+}
+
+static bool fs_dead(struct shmq_pool *p)
+{
+    if (p->fs_gone)
+        return true;
+    struct pollfd pf = {.fd = p->fs_pidfd, .events = POLLIN};
+    int saved = errno;
+    int rc = poll(&pf, 1, 0);
+    errno = saved;
+    if (rc == 1) {
+        p->fs_gone = true;
+        drain(p);
+        shmq__pool_check_deaths(p);
+        broken_now(p, BROKEN_FS);
+    }
+    return p->fs_gone;
+}
+
+/* Every task not finished completes with -ECANCELED (broken, terminate). */
+void shmq__pool_cancel_all(struct shmq_pool *p)
+{
+    for (unsigned w = 0; w < p->sh.workers; w++) {
+        struct pool_slotjobs *sj = &p->jobs[w];
+        for (uint64_t i = sj->head; i < sj->tail; i++) {
+            struct pool_jobrec *j = job_at(p, w, i);
+            if (j)
+                job_fail(p, w, j, -1, -ECANCELED);
+        }
+        sj->head = sj->tail;
+        sj->fence_owed = false;
+    }
+    shmq__pool_map_cancel(p);
+}
+
+/* One step: take one message from rq (waiting up to `until`, in slices),
+ * then look at the death log. 0 when something may have changed;
+ * -EAGAIN (nowait, nothing there), -ETIMEDOUT, or rq's error. */
+int shmq__pool_pump(struct shmq_pool *p, wait_deadline_t until, bool nowait)
+{
+    put_fences(p);
+    int64_t slice = SLICE_NS;
+    if (!nowait && until >= 0) {
+        int64_t left = until - wait_now();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        slice = left < slice ? left : slice;
+    }
+    size_t len;
+    int rc = nowait ? shmq_get_nowait(p->sh.rq, p->msg, p->msg_cap, &len)
+                    : shmq_get(p->sh.rq, p->msg, p->msg_cap, &len, slice);
+    if (rc == 0)
+        handle(p, len);
+    shmq__pool_check_deaths(p);
+    if (rc == 0) {
+        const struct pool_result_hdr *h = (const void *)p->msg;
+        if (len >= sizeof *h && h->kind == PM_WAKE)
+            fs_dead(p);
+        return 0;
+    }
+    if (rc == -ETIMEDOUT || rc == -EAGAIN) {
+        fs_dead(p);
+        return nowait ? -EAGAIN : 0;
+    }
+    return rc;
+}
