@@ -55,6 +55,11 @@ struct shmq {
     unsigned slot;      /* participant slot, valid when registered */
     uint64_t reg_epoch; /* atomic: process incarnation that registered */
     int64_t spin_ns;    /* atomic: adaptive wait before sleeping */
+    /* atomic (relaxed): where this handle's last claim and last take
+     * ended, position words; a start for the next one that is never past
+     * the true tail/head (ring.c, "Lazy cursors") */
+    uint64_t tail_cache;
+    uint64_t head_cache;
     void *map;          /* region followed by the mirror of its ring */
     size_t map_size;
     struct shmq_header *hdr;

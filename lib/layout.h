@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #define SHMQ_MAGIC          0x31514d48534dull /* "SHMQ1" little-endian, in a u64 */
-#define SHMQ_LAYOUT_VERSION 1u
+#define SHMQ_LAYOUT_VERSION 2u
 #define SHMQ_CACHELINE      64
 #define SHMQ_PARTICIPANTS   1024u /* owner field is 10 bits */
 
@@ -65,7 +65,11 @@ enum desc_state {
     DESC_WRITING = 1,   /* claimed by owner, bytes being written */
     DESC_COMMITTED = 2, /* readable */
     DESC_READING = 3,   /* claimed by owner, bytes being read */
-    DESC_ABORTED = 4,   /* the writer died: skipped, never delivered */
+    DESC_ABORTED = 4,   /* withdrawn, or its writer died: never delivered */
+    DESC_SKIPPED = 5,   /* being written, and consumers went past it: its
+                           commit makes it DESC_LATE and announces it */
+    DESC_LATE = 6,      /* committed after consumers went past it: found
+                           through the header's late word, not the head */
 };
 
 #define DESC_OWNER_BITS 10
@@ -143,17 +147,22 @@ struct shmq_identity {
 
 struct shmq_header {
     struct shmq_identity id;
-    /* producers: CAS to advance past a claimed record */
+    /* producers: a hint, at or before the first unclaimed record,
+     * published every few claims (ring.c, "Lazy cursors") */
     struct shmq_line tail;
-    /* consumers: CAS to advance past a taken (or aborted) record */
+    /* consumers: a hint, at or before the first record not yet taken */
     struct shmq_line head;
-    /* consumers (and recoverers): CAS past freed records; producers read
-     * it to know how much space and how many sequence numbers are free */
+    /* consumers (and recoverers): CAS past freed records, in ring order;
+     * producers read it to know how much room and how many sequence
+     * numbers are free. Exact: never past a record still in use. */
     struct shmq_line release;
     /* futex event counts (lib/wait.c): low 32 bits are the futex word */
     struct shmq_line not_empty; /* producers wake, consumers wait */
     struct shmq_line not_full;  /* consumers wake, producers wait */
     struct shmq_line all_done;  /* task_done wakes, join waits */
+    /* records committed after consumers went past them: a hint,
+     * gen:31 | has:1 | oldest seq:32 (ring.c, "Late records") */
+    struct shmq_line late;
     /* control: closed flag; joinable accounting (seq arithmetic) */
     struct shmq_line closed;
     struct shmq_line tasks_done;    /* task_done() calls */

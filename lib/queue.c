@@ -330,6 +330,19 @@ static bool bad_timeout(int64_t timeout_ns)
 /* Put and get                                                          */
 /* ------------------------------------------------------------------ */
 
+/* After a commit: a close that came before it may have let a consumer
+ * conclude that the queue is drained, so the message must not stay. The
+ * commit CAS and this load are seq_cst, against get_attempt's fence after
+ * its look at the flag: either that consumer's last look sees the record,
+ * or this load sees the flag. A record a consumer has taken already is
+ * delivered: 0. */
+static int put_settle(struct shmq *q, const struct ring_ref *ref)
+{
+    if (!__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST))
+        return 0;
+    return ring_withdraw(q, ref) == 0 ? -EPIPE : 0;
+}
+
 struct put_op {
     const void *msg;
     size_t len;
@@ -344,17 +357,11 @@ static int put_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     int rc = ring_claim(q, op->len, &ref, s);
     if (rc < 0)
         return rc;
-    /* A close between the first look and the claim: a consumer may have
-     * found the queue drained already, so this record must not count.
-     * seq_cst: after the claim CAS, against get_attempt's fence. */
-    if (__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST)) {
-        rc = ring_abort(q, &ref);
-        wait_signal(&q->hdr->not_empty.word);
-        return rc < 0 ? rc : -EPIPE;
-    }
     if (op->len)
         memcpy(ring_addr(q, ref.pos), op->msg, op->len);
     rc = ring_commit(q, &ref, op->len);
+    if (rc == 0)
+        rc = put_settle(q, &ref);
     wait_signal(&q->hdr->not_empty.word);
     return rc;
 }
@@ -381,13 +388,13 @@ static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     struct get_op *op = arg;
     struct ring_ref ref;
     int rc = ring_take(q, op->buf, op->cap, &op->len, &ref, s);
-    if (rc == -EAGAIN && closed(q)) {
-        /* Drained only if still empty once the flag is seen: a put that
-         * claimed its record before close still delivers it, and one that
-         * claims after this fence sees the flag and withdraws. */
+    if ((rc == -EAGAIN || rc == -EINPROGRESS) && closed(q)) {
+        /* Drained only if nothing is committed once the flag is seen: a
+         * put that commits after this fence sees the flag and withdraws
+         * its record (put_settle); puts in flight do not count. */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         rc = ring_take(q, op->buf, op->cap, &op->len, &ref, s);
-        if (rc == -EAGAIN)
+        if (rc == -EAGAIN || rc == -EINPROGRESS)
             return -EPIPE;
     }
     if (rc < 0)
@@ -451,7 +458,7 @@ SHMQ_PUBLIC bool shmq_full(const shmq_t *q)
         return false;
     /* Consumers move release lazily; a put would move it first. */
     ring_advance_release((struct shmq *)q);
-    return ring_full(q);
+    return ring_full((struct shmq *)q);
 }
 
 SHMQ_PUBLIC size_t shmq_max_message(const shmq_t *q)
@@ -489,7 +496,7 @@ SHMQ_PUBLIC bool shmq_closed(const shmq_t *q)
 }
 
 /* Messages put (claimed, less those aborted) and not yet task_done. */
-static uint32_t unfinished(const struct shmq *q, uint32_t done)
+static uint32_t unfinished(struct shmq *q, uint32_t done)
 {
     uint32_t aborted = (uint32_t)load_acquire(&q->hdr->tasks_aborted.word);
     return ring_claimed(q) - aborted - done;
@@ -526,9 +533,11 @@ static int join_attempt(struct shmq *q, void *op, struct ring_stall *s)
     uint64_t done = load_acquire(&q->hdr->tasks_done.word);
     if (unfinished(q, (uint32_t)done) == 0)
         return 0;
-    /* A dead producer's record counts until someone aborts it: name its
-     * writer so that a joiner with no consumer around recovers it. */
-    ring_head_writer(q, s);
+    /* A dead producer's record counts until someone aborts it: name the
+     * record that holds release, so that a joiner with no consumer around
+     * recovers it. */
+    ring_advance_release(q);
+    ring_release_stall(q, s, true);
     return -EAGAIN;
 }
 

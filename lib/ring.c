@@ -2,24 +2,34 @@
 /*
  * ring.c - the bounded MPMC ring of variable-size records.
  *
- * Three position words (seq << 32 | units) chase each other:
+ * Every record has a sequence number and a descriptor word, desc[seq],
+ * that holds its state, owner and size; every transition is one CAS on
+ * that word. Records are claimed, and their room is given back, in
+ * sequence order; in between they are independent: consumers take any
+ * committed record, so a writer that stops between claim and commit, or
+ * a reader that stops in the middle of a copy, holds back nobody's
+ * messages, only its own room (and the room after it, since release
+ * moves in ring order).
  *
- *     release <= head <= tail        (as sequence numbers, mod 2^32)
+ * Lazy cursors. The first unclaimed record (the true tail) and the first
+ * record not yet taken (the true head) are found by walking descriptors
+ * from a start known to be at or before them: the furthest of release,
+ * a shared hint (tail, head: published every CURSOR_EVERY records) and
+ * this handle's own cache (where its last claim or take ended). One
+ * producer and one consumer never walk, and pay one CAS per step.
  *
- * [release, head) records are being read (or were, and wait for release
- * to pass them); [head, tail) are being written or wait for a consumer.
- * A record's state lives in its descriptor word desc[seq % N]; every
- * transition is one CAS on that word, which also names the owner and the
- * record's size. Position words are only hints that anyone may advance
- * past a record whose descriptor says it is claimed (tail), taken (head)
- * or freed (release); so no process ever waits for another to move them,
- * and one that dies never leaves them stuck.
+ * Late records. A consumer that finds a record being written and a
+ * committed one after it marks the first DESC_SKIPPED and goes on, so the
+ * head passes it. Its writer's commit then finds SKIPPED, makes it
+ * DESC_LATE and announces it in the late word; consumers look at that
+ * word once they have seen a committed record and before taking it, and
+ * take late records first (scanning from release). So a message whose
+ * put returned before another put began is still taken first.
  *
- * Progress: claim, take, free and the helping steps are lock-free: a CAS
- * fails only because another process succeeded. A consumer waits only
- * for the writer of the very record it is next to take (FIFO order of
- * claim demands it); if that writer dies, liveness says so and the record
- * is aborted.
+ * Progress: claim, take, free and release are lock-free: a CAS fails only
+ * because another process succeeded. Nothing waits for another process,
+ * except for room (release waits for the oldest record to be freed) and
+ * a drained queue's consumers for a put in flight.
  */
 #include <errno.h>
 #include <string.h>
@@ -30,11 +40,12 @@
  * region must have been scribbled on. Each failed attempt means another
  * process completed a step, so honest contention never gets close. */
 #define RING_RETRIES (1u << 18)
-/* Largest payload a consumer copies before it claims the record (see
- * take_once). Larger ones are claimed first, so that consumers racing
- * for one record do not all copy it. Under ThreadSanitizer, which would
- * rightly see the copy of a record that another consumer freed and a
- * producer reused as a race (the CAS then fails and the copy is
+/* Largest payload a consumer copies before it takes the record, into a
+ * bounce buffer on its stack (the caller's buffer is written only once
+ * the record is ours). Larger ones are claimed first, so that consumers
+ * racing for one record do not all copy it. Under ThreadSanitizer, which
+ * would rightly see the copy of a record that another consumer freed and
+ * a producer reused as a race (the CAS then fails and the copy is
  * dropped), every record is claimed first. */
 #if defined(__SANITIZE_THREAD__)
 #define RING_COPY_FIRST_MAX 0
@@ -44,100 +55,136 @@
 #endif
 #endif
 #ifndef RING_COPY_FIRST_MAX
-#define RING_COPY_FIRST_MAX 4096
+#define RING_COPY_FIRST_MAX 512
 #endif
 /* Most records one CAS moves release past. */
 #define RELEASE_BATCH 64u
+/* The shared tail and head hints are published once per this many
+ * records (mask). */
+#define CURSOR_EVERY 15u
 
-struct shmq_desc *ring_desc(const struct shmq *q, uint32_t seq)
-{
-    /* Consecutive sequence numbers go to consecutive cache lines (four
-     * descriptors a line), so a producer claiming seq + 1 does not steal
-     * the line a consumer is taking seq from. */
-    uint32_t n = q->geo.desc_count, s = seq & (n - 1);
-    if (n < 16)
-        return &q->desc[s];
-    uint32_t lines = n / 4;
-    return &q->desc[(s & (lines - 1)) * 4 + (s / lines)];
-}
+/* The late word: gen << 1 | has. gen changes on every announcement and
+ * every clearing, so a clearing CAS fails if anyone announced meanwhile. */
+#define LATE_HAS 1u
 
 static bool units_ok(const struct shmq *q, uint32_t units)
 {
     return units >= 1 && units <= q->geo.max_units;
 }
 
-/* Advance a position word from (seq, pos) past a record of `units`,
- * unless somebody already did. */
-static void pos_help(uint64_t *word, uint64_t seen, uint32_t units)
+static bool state_done(unsigned st)
 {
-    uint64_t next = pos_pack(pos_seq(seen) + 1, pos_units(seen) + units);
-    cas_acq_rel(word, &seen, next);
+    return st == DESC_FREE || st == DESC_READING || st == DESC_ABORTED ||
+           st == DESC_SKIPPED || st == DESC_LATE;
 }
 
-/* The tail still points at `seq` when its claimer stopped between the
- * descriptor CAS and the tail CAS; move it on before the record can be
- * taken or aborted, so that head never passes tail. */
-static void tail_help(struct shmq *q, uint32_t seq, uint32_t units)
+/* ------------------------------------------------------------------ */
+/* Cursors                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Is position word p a plausible cursor given release r: at or after r,
+ * within the queue's bounds? */
+static bool in_window(const struct shmq *q, uint64_t r, uint64_t p)
 {
-    uint64_t t = load_acquire(&q->hdr->tail.word);
-    if (pos_seq(t) == seq)
-        pos_help(&q->hdr->tail.word, t, units);
+    return pos_seq(p) - pos_seq(r) <= q->geo.maxsize &&
+           pos_units(p) - pos_units(r) <= q->geo.cap_units;
 }
 
-/* When full, what keeps release from moving: a record being read, or,
- * when release has caught up with head, one being written. */
-static void release_stall(struct shmq *q, struct ring_stall *stall)
+/* The furthest of release r, a shared hint and this handle's cache. A
+ * hint comes from shared memory, so it is used only if the record before
+ * it is what a hint may pass (claimed, or done for the head). */
+static uint64_t cursor_start(const struct shmq *q, uint64_t r, uint64_t hint,
+                             uint64_t cache, bool head)
 {
-    uint64_t r = load_acquire(&q->hdr->release.word);
-    uint64_t w = load_acquire(&ring_desc(q, pos_seq(r))->word);
-    unsigned st = desc_state(w);
-    stall->has_owner =
-        desc_seq(w) == pos_seq(r) && (st == DESC_READING || st == DESC_WRITING);
-    stall->word = w;
+    uint64_t best = r;
+    if (in_window(q, r, cache))
+        best = cache;
+    if (in_window(q, r, hint) &&
+        pos_seq(hint) - pos_seq(r) > pos_seq(best) - pos_seq(r)) {
+        uint32_t prev = pos_seq(hint) - 1;
+        uint64_t w = load_acquire(&ring_desc(q, prev)->word);
+        if (desc_seq(w) == prev && (!head || state_done(desc_state(w))))
+            best = hint;
+    }
+    return best;
 }
 
-/* One claim attempt on a snapshot t of the tail.
- * 0: claimed; 1: try again; -EAGAIN: full; -EBADMSG: corrupt. */
-static int claim_once(struct shmq *q, uint64_t t, uint32_t units,
-                      struct ring_ref *ref)
+/* Publish a cursor hint now and then. A failed CAS means someone else
+ * published one: fine, hints are only starting points. */
+static void cursor_publish(uint64_t *hint, uint64_t seen, uint64_t next)
 {
-    struct shmq_header *h = q->hdr;
+    if ((pos_seq(next) & CURSOR_EVERY) == 0 &&
+        pos_seq(next) - pos_seq(seen) <= (1u << 31))
+        __atomic_compare_exchange_n(hint, &seen, next, 0, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED);
+}
+
+/* The true tail, walking from the best start: the first unclaimed
+ * sequence number and its position. -EBADMSG if the walk cannot end. */
+static int tail_find(struct shmq *q, uint64_t r, uint64_t *tail)
+{
+    uint64_t t = cursor_start(q, r, load_acquire(&q->hdr->tail.word),
+                              load_relaxed(&q->tail_cache), false);
     uint32_t seq = pos_seq(t), pos = pos_units(t);
-    /* Order: tail, release, descriptor. release read after tail can
-     * only be newer (more room); the descriptor read after release
-     * already shows what release passed. */
-    uint64_t r = load_acquire(&h->release.word);
-    struct shmq_desc *d = ring_desc(q, seq);
-    uint64_t w = load_acquire(&d->word);
-
-    if (desc_seq(w) == seq) { /* claimed, tail not yet moved: help */
+    for (uint32_t i = 0; i <= q->geo.maxsize; i++) {
+        uint64_t w = load_acquire(&ring_desc(q, seq)->word);
+        if (desc_seq(w) != seq) {
+            *tail = pos_pack(seq, pos);
+            return 0;
+        }
         if (!units_ok(q, desc_units(w)))
             return -EBADMSG;
-        pos_help(&h->tail.word, t, desc_units(w));
-        return 1;
+        seq++;
+        pos += desc_units(w);
     }
-    uint32_t used_seq = seq - pos_seq(r);
-    uint32_t used_units = pos - pos_units(r);
-    bool sane = used_seq <= q->geo.maxsize && used_units <= q->geo.cap_units;
-    bool prev_done =
-        desc_seq(w) == seq - q->geo.desc_count &&
-        (desc_state(w) == DESC_FREE || desc_state(w) == DESC_ABORTED);
-    if (!sane || (used_seq < q->geo.maxsize && !prev_done)) {
-        /* A stale tail explains it; an unchanged one means scribbles. */
-        return load_acquire(&h->tail.word) != t ? 1 : -EBADMSG;
-    }
-    if (used_seq == q->geo.maxsize || used_units + units > q->geo.cap_units)
-        return -EAGAIN;
+    return -EBADMSG;
+}
 
-    uint64_t mine = desc_pack(seq, DESC_WRITING, q->slot, units);
-    /* seq_cst: ordered before the producer's second look at the closed
-     * flag, against a consumer's last look at the queue (queue.c). */
-    if (!__atomic_compare_exchange_n(&d->word, &w, mine, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_ACQUIRE))
-        return 1;
-    pos_help(&h->tail.word, t, units);
-    *ref = (struct ring_ref){.seq = seq, .pos = pos, .units = units};
-    return 0;
+/* ------------------------------------------------------------------ */
+/* Claim, commit, abort                                                 */
+/* ------------------------------------------------------------------ */
+
+/* One claim attempt. 0 claimed; 1 try again; -EAGAIN full; -EBADMSG. */
+static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
+{
+    struct shmq_header *h = q->hdr;
+    uint64_t r = load_acquire(&h->release.word);
+    uint64_t hint = load_acquire(&h->tail.word);
+    uint64_t t = cursor_start(q, r, hint, load_relaxed(&q->tail_cache), false);
+    uint32_t seq = pos_seq(t), pos = pos_units(t), n = q->geo.desc_count;
+
+    for (uint32_t i = 0; i <= q->geo.maxsize; i++) {
+        struct shmq_desc *d = ring_desc(q, seq);
+        uint64_t w = load_acquire(&d->word);
+        if (desc_seq(w) == seq) { /* claimed: walk past it */
+            if (!units_ok(q, desc_units(w)))
+                return -EBADMSG;
+            seq++;
+            pos += desc_units(w);
+            continue;
+        }
+        uint32_t used_seq = seq - pos_seq(r), used_units = pos - pos_units(r);
+        if (used_seq >= q->geo.maxsize ||
+            used_units + units > q->geo.cap_units) {
+            /* Full by our snapshot of release; a newer one may say not. */
+            return load_acquire(&h->release.word) != r ? 1 : -EAGAIN;
+        }
+        /* Below the bound, the previous lap's record was released: its
+         * descriptor must say so, or our snapshot is stale (or scribbled
+         * on: the caller's retry limit tells). */
+        if (desc_seq(w) != seq - n ||
+            (desc_state(w) != DESC_FREE && desc_state(w) != DESC_ABORTED))
+            return 1;
+        uint64_t mine = desc_pack(seq, DESC_WRITING, q->slot, units);
+        if (!cas_acq_rel(&d->word, &w, mine))
+            continue; /* someone claimed it: look again */
+        uint64_t next = pos_pack(seq + 1, pos + units);
+        store_relaxed(&q->tail_cache, next);
+        cursor_publish(&h->tail.word, hint, next);
+        *ref = (struct ring_ref){.seq = seq, .pos = pos, .units = units};
+        return 0;
+    }
+    return 1;
 }
 
 int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
@@ -145,87 +192,115 @@ int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
 {
     uint32_t units = units_for(q, len);
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
-        uint64_t t = load_acquire(&q->hdr->tail.word);
-        int rc = claim_once(q, t, units, ref);
-        if (rc <= 0 && rc != -EAGAIN)
+        int rc = claim_once(q, units, ref);
+        if (rc == 1)
+            continue;
+        if (rc != -EAGAIN)
             return rc;
-        if (rc == -EAGAIN) {
-            /* Room may be waiting behind a release nobody advanced. */
-            if (ring_advance_release(q))
-                continue;
-            release_stall(q, stall);
-            return -EAGAIN;
-        }
+        /* Room may be waiting behind a release nobody advanced. */
+        if (ring_advance_release(q))
+            continue;
+        ring_release_stall(q, stall, true);
+        return -EAGAIN;
     }
     return -EBADMSG;
 }
 
-/* Move our own record from state `from` to `to`: one seq_cst CAS. It
- * publishes what we did to the record (release) and is ordered before
- * the load of the event a signaller does next (wait.c). It fails only if
- * a recoverer took the record from us, which liveness rules out for a
- * live owner unless the region was scribbled on. */
-static int own_transition(struct shmq *q, const struct ring_ref *ref,
-                          unsigned from, unsigned to)
+/* Tell consumers that a late record exists (after it became DESC_LATE).
+ * Anyone may do it for a record found DESC_LATE: its writer may have died
+ * between the two steps. */
+static void late_announce(struct shmq *q)
+{
+    uint64_t *word = &q->hdr->late.word;
+    uint64_t v = load_relaxed(word);
+    /* seq_cst: ordered after the record's CAS and before the writer's
+     * next put, whose commit a consumer's acquire sees first (take). */
+    while (!__atomic_compare_exchange_n(word, &v, ((v >> 1) + 1) << 1 | LATE_HAS,
+                                        0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        ;
+}
+
+int ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
 {
     struct shmq_desc *d = ring_desc(q, ref->seq);
-    uint64_t w = desc_pack(ref->seq, from, q->slot, ref->units);
-    uint64_t next = desc_pack(ref->seq, to, q->slot, ref->units);
-    return __atomic_compare_exchange_n(&d->word, &w, next, 0, __ATOMIC_SEQ_CST,
-                                       __ATOMIC_RELAXED)
-               ? 0
-               : -EBADMSG;
-}
-
-int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len)
-{
     /* release: a consumer that reads this len also sees our claim of the
-     * word (take_once re-checks the word after reading len) */
-    store_release(&ring_desc(q, ref->seq)->len, len);
-    return own_transition(q, ref, DESC_WRITING, DESC_COMMITTED);
+     * word (take re-checks the word after reading len) */
+    store_release(&d->len, len);
+    uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units);
+    uint64_t skipped = desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->units);
+    /* seq_cst: publishes the payload, and is ordered before the load of
+     * the closed flag (queue.c) and of the event a signaller does next */
+    if (__atomic_compare_exchange_n(&d->word, &w,
+                                    desc_pack(ref->seq, DESC_COMMITTED,
+                                              q->slot, ref->units),
+                                    0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        return 0;
+    if (w != skipped ||
+        !__atomic_compare_exchange_n(
+            &d->word, &w, desc_pack(ref->seq, DESC_LATE, q->slot, ref->units),
+            0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        return -EBADMSG; /* a recoverer took it: only scribbles do that */
+    ref->late = true;
+    late_announce(q);
+    return 0;
 }
 
-/* One take attempt on a snapshot hd of the head. 0, 1 (again), or the
- * errors of ring_take. */
-static int take_once(struct shmq *q, uint64_t hd, void *buf, size_t cap,
-                     uint64_t *len, struct ring_ref *ref,
-                     struct ring_stall *stall)
+static void count_aborted(struct shmq *q)
 {
-    struct shmq_header *h = q->hdr;
-    uint32_t seq = pos_seq(hd), pos = pos_units(hd);
-    struct shmq_desc *d = ring_desc(q, seq);
-    uint64_t w = load_acquire(&d->word);
+    __atomic_fetch_add(&q->hdr->tasks_aborted.word, 1, __ATOMIC_RELEASE);
+}
 
-    if (desc_seq(w) == seq - q->geo.desc_count)
-        /* Not claimed yet, and claims come before the tail moves: the
-         * queue was empty when we read w. Consumers polling an empty
-         * queue touch no producer cache line but this one. */
-        return -EAGAIN;
-    if (desc_seq(w) != seq) {
-        uint64_t t = load_acquire(&h->tail.word);
-        if (pos_seq(t) == seq)
-            return load_acquire(&h->head.word) == hd ? -EAGAIN : 1;
-        /* The tail moves only after the descriptor is claimed, so a
-         * fresh look must show this sequence or a later one. */
-        w = load_acquire(&d->word);
-        if (desc_seq(w) == seq || load_acquire(&h->head.word) != hd)
-            return 1;
-        return -EBADMSG;
-    }
-    uint32_t units = desc_units(w);
-    if (!units_ok(q, units))
-        return -EBADMSG;
-    switch (desc_state(w)) {
-    case DESC_WRITING:
-        stall->has_owner = true;
-        stall->word = w;
-        return -EINPROGRESS;
-    case DESC_COMMITTED:
-        break;
-    default: /* taken, freed or aborted: move the head past it */
-        pos_help(&h->head.word, hd, units);
+int ring_withdraw(struct shmq *q, const struct ring_ref *ref)
+{
+    struct shmq_desc *d = ring_desc(q, ref->seq);
+    unsigned st = ref->late ? DESC_LATE : DESC_COMMITTED;
+    uint64_t w = desc_pack(ref->seq, st, q->slot, ref->units);
+    if (!cas_acq_rel(&d->word, &w,
+                     desc_pack(ref->seq, DESC_ABORTED, q->slot, ref->units)))
         return 1;
-    }
+    count_aborted(q);
+    return 0;
+}
+
+/* Abort a record being written (by its writer, or a dead one's). */
+static bool abort_writing(struct shmq *q, uint64_t w)
+{
+    struct shmq_desc *d = ring_desc(q, desc_seq(w));
+    uint64_t aborted =
+        desc_pack(desc_seq(w), DESC_ABORTED, desc_owner(w), desc_units(w));
+    if (!cas_acq_rel(&d->word, &w, aborted))
+        return false;
+    count_aborted(q);
+    return true;
+}
+
+int ring_abort(struct shmq *q, const struct ring_ref *ref)
+{
+    if (abort_writing(q, desc_pack(ref->seq, DESC_WRITING, q->slot,
+                                   ref->units)) ||
+        abort_writing(q, desc_pack(ref->seq, DESC_SKIPPED, q->slot,
+                                   ref->units)))
+        return 0;
+    return -EBADMSG;
+}
+
+/* ------------------------------------------------------------------ */
+/* Take                                                                 */
+/* ------------------------------------------------------------------ */
+
+/* Where a walk is: a sequence number and its position. */
+struct walk {
+    uint32_t seq;
+    uint32_t pos;
+};
+
+/* Take record (seq, pos) whose word was seen as w (COMMITTED or LATE).
+ * 0, 1 (it changed: walk again), -ENOBUFS, -EBADMSG. */
+static int take_record(struct shmq *q, struct walk at, uint64_t w, void *buf,
+                       size_t cap, uint64_t *len, struct ring_ref *ref)
+{
+    struct shmq_desc *d = ring_desc(q, at.seq);
+    uint32_t units = desc_units(w);
     /* len is stable while the word is: another consumer may take, free
      * and let a producer reuse this descriptor between our two loads, so
      * judge len only if the word did not change (acquire: len is read
@@ -233,42 +308,168 @@ static int take_once(struct shmq *q, uint64_t hd, void *buf, size_t cap,
     uint64_t n = __atomic_load_n(&d->len, __ATOMIC_ACQUIRE);
     if (load_acquire(&d->word) != w)
         return 1;
-    if (n > q->geo.max_message || units_for(q, n) != units)
+    if (n > q->geo.max_message || units_for(q, n) > units)
         return -EBADMSG;
     if (n > cap) {
         *len = n;
         return -ENOBUFS;
     }
-    *ref = (struct ring_ref){.seq = seq, .pos = pos, .units = units};
+    *ref = (struct ring_ref){.seq = at.seq, .pos = at.pos, .units = units};
     if (buf && n <= RING_COPY_FIRST_MAX) {
-        /* Copy first, then claim and free in one CAS: a record stays
-         * COMMITTED (so its bytes stay put) until some consumer's CAS
-         * succeeds, so if ours does, what we copied is the message; if it
-         * fails, someone else took it and the copy is dropped. One CAS
-         * less per message, and a consumer killed mid-copy loses nothing.
-         * seq_cst: as ring_free. */
-        memcpy(buf, ring_addr(q, pos), n);
-        uint64_t freed = desc_pack(seq, DESC_FREE, q->slot, units);
+        /* Copy first, then take and free in one CAS: the record stays
+         * put until some consumer's CAS succeeds, so if ours does, what
+         * we copied is the message; if it fails, the copy is dropped and
+         * the caller's buffer was not touched. seq_cst: as ring_free. */
+        unsigned char bounce[RING_COPY_FIRST_MAX > 0 ? RING_COPY_FIRST_MAX : 1];
+        memcpy(bounce, ring_addr(q, at.pos), n);
+        uint64_t freed = desc_pack(at.seq, DESC_FREE, q->slot, units);
         if (!__atomic_compare_exchange_n(&d->word, &w, freed, 0,
                                          __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
             return 1;
+        memcpy(buf, bounce, n);
         ref->copied = true;
     } else {
-        uint64_t mine = desc_pack(seq, DESC_READING, q->slot, units);
+        uint64_t mine = desc_pack(at.seq, DESC_READING, q->slot, units);
         if (!cas_acq_rel(&d->word, &w, mine))
             return 1;
     }
-    pos_help(&h->head.word, hd, units);
     *len = n;
     return 0;
+}
+
+/* Late records: scan from release to the tail for a DESC_LATE record and
+ * take it. 0, 1 (walk again), -EAGAIN (none: the late word is cleared),
+ * or the errors of take_record. The scan goes to the tail, not just to
+ * where the caller's walk ended: a record announced before we read the
+ * word lies before the tail we reach, so clearing never loses it. */
+static int take_late(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+                     struct ring_ref *ref)
+{
+    uint64_t *word = &q->hdr->late.word;
+    uint64_t seen = load_acquire(word);
+    if (!(seen & LATE_HAS))
+        return -EAGAIN;
+    uint64_t r = load_acquire(&q->hdr->release.word);
+    struct walk at = {pos_seq(r), pos_units(r)};
+    uint32_t n = q->geo.desc_count;
+    for (uint32_t i = 0;; i++) {
+        if (i > q->geo.maxsize)
+            return -EBADMSG;
+        uint64_t w = load_acquire(&ring_desc(q, at.seq)->word);
+        if (desc_seq(w) != at.seq) {
+            if (desc_seq(w) != at.seq - n)
+                return 1; /* release moved on and the record was reused */
+            break;        /* the tail */
+        }
+        if (!units_ok(q, desc_units(w)))
+            return -EBADMSG;
+        if (desc_state(w) == DESC_LATE)
+            return take_record(q, at, w, buf, cap, len, ref);
+        at.seq++;
+        at.pos += desc_units(w);
+    }
+    /* None: clear the word, unless someone announced meanwhile. */
+    uint64_t cleared = ((seen >> 1) + 1) << 1;
+    return __atomic_compare_exchange_n(word, &seen, cleared, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
+               ? -EAGAIN
+               : 1;
+}
+
+/* Mark the records being written in [from, to) as skipped, so that the
+ * head may pass them. false if one of them changed (committed meanwhile:
+ * it comes first, walk again). */
+static bool skip_writers(struct shmq *q, uint32_t from, uint32_t to)
+{
+    for (uint32_t s = from; s != to; s++) {
+        struct shmq_desc *d = ring_desc(q, s);
+        uint64_t w = load_acquire(&d->word);
+        if (desc_seq(w) != s || desc_state(w) == DESC_COMMITTED)
+            return false;
+        if (desc_state(w) != DESC_WRITING)
+            continue;
+        uint64_t skipped =
+            desc_pack(s, DESC_SKIPPED, desc_owner(w), desc_units(w));
+        if (!cas_acq_rel(&d->word, &w, skipped))
+            return false;
+    }
+    return true;
+}
+
+/* After a take at `at` (all before it done): remember where the head is. */
+static void head_moved(struct shmq *q, uint64_t hint, struct walk at,
+                       uint32_t units)
+{
+    uint64_t next = pos_pack(at.seq + 1, at.pos + units);
+    store_relaxed(&q->head_cache, next);
+    cursor_publish(&q->hdr->head.word, hint, next);
+}
+
+/* One take attempt: walk from the head to the first committed record.
+ * 0, 1 (again), or the errors of ring_take. */
+static int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+                     struct ring_ref *ref, struct ring_stall *stall)
+{
+    struct shmq_header *h = q->hdr;
+    uint64_t r = load_acquire(&h->release.word);
+    uint64_t hint = load_acquire(&h->head.word);
+    uint64_t start = cursor_start(q, r, hint, load_relaxed(&q->head_cache), true);
+    struct walk at = {pos_seq(start), pos_units(start)};
+    uint32_t n = q->geo.desc_count;
+    bool writer = false; /* a record being written lies behind `at` */
+    uint32_t first_writer = 0;
+
+    for (uint32_t i = 0; i <= q->geo.maxsize; i++) {
+        uint64_t w = load_acquire(&ring_desc(q, at.seq)->word);
+        if (desc_seq(w) != at.seq) {
+            if (desc_seq(w) != at.seq - n)
+                return 1; /* our start is a lap old: look again */
+            break;        /* unclaimed: the end of the queue */
+        }
+        if (!units_ok(q, desc_units(w)))
+            return -EBADMSG;
+        unsigned st = desc_state(w);
+        if (st == DESC_COMMITTED) {
+            /* Late records first: a late put may have returned before
+             * this one began. Looked at after w was seen committed. */
+            int rc = take_late(q, buf, cap, len, ref);
+            if (rc != -EAGAIN)
+                return rc;
+            if (writer && !skip_writers(q, first_writer, at.seq))
+                return 1;
+            rc = take_record(q, at, w, buf, cap, len, ref);
+            if (rc == 0)
+                head_moved(q, hint, at, desc_units(w));
+            return rc;
+        }
+        if (st == DESC_WRITING && !writer) {
+            writer = true;
+            first_writer = at.seq;
+            stall->has_owner = true;
+            stall->word = w;
+        } else if (st != DESC_WRITING && !state_done(st)) {
+            return -EBADMSG;
+        }
+        at.seq++;
+        at.pos += desc_units(w);
+    }
+    int rc = take_late(q, buf, cap, len, ref);
+    if (rc != -EAGAIN)
+        return rc;
+    if (writer)
+        return -EINPROGRESS;
+    /* Nothing in flight after the head: what holds room, if anything, is
+     * at release (a writer consumers went past, perhaps dead). */
+    ring_release_stall(q, stall, false);
+    return -EAGAIN;
 }
 
 int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
               struct ring_ref *ref, struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
-        uint64_t hd = load_acquire(&q->hdr->head.word);
-        int rc = take_once(q, hd, buf, cap, len, ref, stall);
+        stall->has_owner = false;
+        int rc = take_once(q, buf, cap, len, ref, stall);
         if (rc != 1)
             return rc;
     }
@@ -278,19 +479,29 @@ int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
 int ring_free(struct shmq *q, const struct ring_ref *ref)
 {
     /* our reads of the bytes happen before anyone reuses them: pairs with
-     * the acquire of this word when release moves past it */
-    return own_transition(q, ref, DESC_READING, DESC_FREE);
+     * the acquire of this word when release moves past it. seq_cst: the
+     * waker's load of the not_full event comes after (wait.c). */
+    struct shmq_desc *d = ring_desc(q, ref->seq);
+    uint64_t w = desc_pack(ref->seq, DESC_READING, q->slot, ref->units);
+    uint64_t next = desc_pack(ref->seq, DESC_FREE, q->slot, ref->units);
+    return __atomic_compare_exchange_n(&d->word, &w, next, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_RELAXED)
+               ? 0
+               : -EBADMSG;
 }
 
+/* ------------------------------------------------------------------ */
+/* Release                                                              */
+/* ------------------------------------------------------------------ */
+
 /* How far release may move from r in one CAS: the freed (or aborted)
- * records that follow it, up to head. Each stays so until release passes
- * it, so the sum is still right when the CAS succeeds. */
-static uint32_t releasable(struct shmq *q, uint64_t r, uint32_t head_seq,
-                           uint32_t *units)
+ * records that follow it. Each stays so until release passes it, so the
+ * sum is still right when the CAS succeeds. */
+static uint32_t releasable(struct shmq *q, uint64_t r, uint32_t *units)
 {
     uint32_t n = 0, rs = pos_seq(r);
     *units = 0;
-    while (rs + n != head_seq && n < RELEASE_BATCH) {
+    while (n < RELEASE_BATCH) {
         uint64_t w = load_acquire(&ring_desc(q, rs + n)->word);
         unsigned st = desc_state(w);
         if (desc_seq(w) != rs + n || !units_ok(q, desc_units(w)) ||
@@ -302,32 +513,12 @@ static uint32_t releasable(struct shmq *q, uint64_t r, uint32_t head_seq,
     return n;
 }
 
-/* Release never passes head, since records there may not be taken yet;
- * but a record taken (or aborted) by a consumer that stopped before
- * moving the head lets anyone move the head for it, e.g. a producer
- * waiting for room. true if it moved. */
-static bool head_help_taken(struct shmq *q, uint64_t hd)
-{
-    uint64_t w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
-    unsigned st = desc_state(w);
-    if (desc_seq(w) != pos_seq(hd) || !units_ok(q, desc_units(w)) ||
-        st == DESC_WRITING || st == DESC_COMMITTED)
-        return false;
-    pos_help(&q->hdr->head.word, hd, desc_units(w));
-    return true;
-}
-
 /* One step of release; true if it moved (by us or another). */
 static bool release_once(struct shmq *q)
 {
     struct shmq_header *h = q->hdr;
     uint64_t r = load_acquire(&h->release.word);
-    uint64_t hd = load_acquire(&h->head.word);
-    if (pos_seq(hd) - pos_seq(r) > q->geo.maxsize)
-        return load_acquire(&h->release.word) != r;
-    if (pos_seq(hd) == pos_seq(r))
-        return head_help_taken(q, hd);
-    uint32_t units, n = releasable(q, r, pos_seq(hd), &units);
+    uint32_t units, n = releasable(q, r, &units);
     if (n == 0)
         return load_acquire(&h->release.word) != r;
     uint64_t next = pos_pack(pos_seq(r) + n, pos_units(r) + units);
@@ -346,32 +537,48 @@ bool ring_advance_release(struct shmq *q)
     return moved;
 }
 
-int ring_abort(struct shmq *q, const struct ring_ref *ref)
+void ring_release_stall(struct shmq *q, struct ring_stall *stall, bool readers)
 {
-    uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units);
-    return ring_recover(q, &(struct ring_stall){true, w}) ? 0 : -EBADMSG;
+    uint64_t r = load_acquire(&q->hdr->release.word);
+    uint64_t w = load_acquire(&ring_desc(q, pos_seq(r))->word);
+    unsigned st = desc_state(w);
+    stall->has_owner = false;
+    if (desc_seq(w) != pos_seq(r) || !units_ok(q, desc_units(w)))
+        return;
+    if (st == DESC_LATE) {
+        /* Its writer may have died before announcing it: do it for him
+         * (a spare announcement costs one scan). */
+        late_announce(q);
+        return;
+    }
+    if (st == DESC_WRITING || st == DESC_SKIPPED ||
+        (readers && st == DESC_READING)) {
+        stall->has_owner = true;
+        stall->word = w;
+    }
 }
+
+/* ------------------------------------------------------------------ */
+/* Recovery                                                             */
+/* ------------------------------------------------------------------ */
 
 bool ring_recover(struct shmq *q, const struct ring_stall *stall)
 {
-    uint32_t seq = desc_seq(stall->word);
-    uint32_t units = desc_units(stall->word);
-    struct shmq_desc *d = ring_desc(q, seq);
     uint64_t w = stall->word;
-    unsigned owner = desc_owner(w);
+    uint32_t seq = desc_seq(w);
     bool done = false;
     switch (desc_state(w)) {
     case DESC_WRITING:
-        tail_help(q, seq, units);
-        done = cas_acq_rel(&d->word, &w,
-                           desc_pack(seq, DESC_ABORTED, owner, units));
-        if (done)
-            __atomic_fetch_add(&q->hdr->tasks_aborted.word, 1,
-                               __ATOMIC_RELEASE);
+    case DESC_SKIPPED:
+        done = abort_writing(q, w);
         break;
     case DESC_READING:
-        done =
-            cas_acq_rel(&d->word, &w, desc_pack(seq, DESC_FREE, owner, units));
+        /* The message went with its reader: nobody will task_done it. */
+        done = cas_acq_rel(&ring_desc(q, seq)->word, &w,
+                           desc_pack(seq, DESC_FREE, desc_owner(w),
+                                     desc_units(w)));
+        if (done)
+            count_aborted(q);
         break;
     default:
         break;
@@ -382,52 +589,54 @@ bool ring_recover(struct shmq *q, const struct ring_stall *stall)
 
 void ring_recover_owner(struct shmq *q, unsigned slot)
 {
-    for (uint32_t i = 0; i < q->geo.desc_count; i++) {
-        uint64_t w = load_acquire(&q->desc[i].word);
+    /* Records in flight lie between release and the tail. */
+    uint64_t r = load_acquire(&q->hdr->release.word), t;
+    if (tail_find(q, r, &t) < 0)
+        return;
+    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
+        uint64_t w = load_acquire(&ring_desc(q, s)->word);
         unsigned st = desc_state(w);
-        if (desc_owner(w) == slot &&
-            (st == DESC_WRITING || st == DESC_READING) &&
+        if (desc_seq(w) == s && desc_owner(w) == slot &&
+            (st == DESC_WRITING || st == DESC_SKIPPED ||
+             st == DESC_READING) &&
             units_ok(q, desc_units(w)))
             ring_recover(q, &(struct ring_stall){true, w});
     }
 }
 
-void ring_head_writer(const struct shmq *q, struct ring_stall *stall)
-{
-    uint64_t hd = load_acquire(&q->hdr->head.word);
-    uint64_t w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
-    stall->has_owner = desc_seq(w) == pos_seq(hd) &&
-                       desc_state(w) == DESC_WRITING &&
-                       units_ok(q, desc_units(w));
-    stall->word = w;
-}
+/* ------------------------------------------------------------------ */
+/* Snapshots                                                            */
+/* ------------------------------------------------------------------ */
 
 uint32_t ring_count(struct shmq *q)
 {
-    /* Records at the head that nobody will deliver (withdrawn at close,
-     * aborted, taken by a consumer that has not moved the head yet) are
-     * not queued: move the head past them first (bounded by maxsize). */
-    for (uint32_t i = 0; i < q->geo.maxsize &&
-                         head_help_taken(q, load_acquire(&q->hdr->head.word));
-         i++)
-        ;
-    /* head first: the tail read after it is at least as far */
-    uint64_t hd = load_acquire(&q->hdr->head.word);
-    uint64_t t = load_acquire(&q->hdr->tail.word);
-    uint32_t n = pos_seq(t) - pos_seq(hd);
-    return n > q->geo.maxsize ? q->geo.maxsize : n;
+    uint64_t r = load_acquire(&q->hdr->release.word), t;
+    if (tail_find(q, r, &t) < 0)
+        return 0;
+    uint32_t count = 0;
+    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
+        uint64_t w = load_acquire(&ring_desc(q, s)->word);
+        unsigned st = desc_state(w);
+        if (desc_seq(w) == s && (st == DESC_COMMITTED || st == DESC_LATE))
+            count++;
+    }
+    return count > q->geo.maxsize ? q->geo.maxsize : count;
 }
 
-bool ring_full(const struct shmq *q)
+bool ring_full(struct shmq *q)
 {
-    uint64_t r = load_acquire(&q->hdr->release.word);
-    uint64_t t = load_acquire(&q->hdr->tail.word);
+    uint64_t r = load_acquire(&q->hdr->release.word), t;
+    if (tail_find(q, r, &t) < 0)
+        return false;
     uint32_t used_seq = pos_seq(t) - pos_seq(r);
     uint32_t used_units = pos_units(t) - pos_units(r);
     return used_seq >= q->geo.maxsize || used_units + 1 > q->geo.cap_units;
 }
 
-uint32_t ring_claimed(const struct shmq *q)
+uint32_t ring_claimed(struct shmq *q)
 {
-    return pos_seq(load_acquire(&q->hdr->tail.word));
+    uint64_t r = load_acquire(&q->hdr->release.word), t;
+    if (tail_find(q, r, &t) < 0)
+        return pos_seq(r);
+    return pos_seq(t);
 }

@@ -21,6 +21,7 @@ struct ring_ref {
     uint32_t pos;
     uint32_t units;
     bool copied; /* ring_take copied the payload and freed the record */
+    bool late;   /* committed after consumers went past it (DESC_LATE) */
 };
 
 /* What a failed step waits behind, for the waiter's liveness checks:
@@ -32,26 +33,44 @@ struct ring_stall {
     uint64_t word;  /* its descriptor word */
 };
 
-/* The descriptor of a sequence number. */
-struct shmq_desc *ring_desc(const struct shmq *q, uint32_t seq);
+/* The descriptor of a sequence number. Consecutive sequence numbers go
+ * to consecutive cache lines (four descriptors a line), so a producer
+ * claiming seq + 1 does not steal the line a consumer takes seq from.
+ * desc_count is a power of two: shifts, no division. */
+static inline struct shmq_desc *ring_desc(const struct shmq *q, uint32_t seq)
+{
+    uint32_t n = q->geo.desc_count, s = seq & (n - 1);
+    if (n < 16)
+        return &q->desc[s];
+    unsigned shift = (unsigned)__builtin_ctz(n) - 2; /* log2(n / 4) */
+    return &q->desc[((s & ((n >> 2) - 1)) << 2) + (s >> shift)];
+}
 
 /* Claim room for a payload of len bytes (len <= max_message).
- * 0, -EAGAIN (full: by count or bytes), -EBADMSG (corrupt). */
+ * 0, -EAGAIN (full: by count or bytes; stall names what holds the room),
+ * -EBADMSG (corrupt). */
 int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
                struct ring_stall *stall);
 
-/* Publish a claimed record whose bytes are written. 0 or -EBADMSG. */
-int ring_commit(struct shmq *q, const struct ring_ref *ref, uint64_t len);
+/* Publish a claimed record whose first len bytes are written (len may be
+ * less than the claim). 0 or -EBADMSG. */
+int ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len);
 
-/* Withdraw a claimed record (it will be skipped). 0 or -EBADMSG. */
+/* Take back a committed record that no consumer took yet (the queue was
+ * closed meanwhile). 0 withdrawn, 1 a consumer has it already. */
+int ring_withdraw(struct shmq *q, const struct ring_ref *ref);
+
+/* Withdraw a claimed, uncommitted record (it will be skipped). 0 or
+ * -EBADMSG. */
 int ring_abort(struct shmq *q, const struct ring_ref *ref);
 
-/* Take the oldest committed record if its payload fits cap. With buf,
- * a small payload is copied into it and the record freed at once
- * (ref->copied); otherwise the caller copies from ref->pos and calls
- * ring_free. 0 (*len set), -EAGAIN (empty), -EINPROGRESS (the oldest
- * record is still being written: stall names the writer), -ENOBUFS (*len
- * is the size needed, nothing taken), -EBADMSG. */
+/* Take the oldest committed record that can be taken now, if its
+ * payload fits cap. With buf, a small payload is copied into it and the
+ * record freed at once (ref->copied); otherwise the caller reads from
+ * ref->pos and calls ring_free. buf is written only on success.
+ * 0 (*len set), -EAGAIN (nothing committed), -EINPROGRESS (nothing
+ * committed, but a record is being written: stall names the writer),
+ * -ENOBUFS (*len is the size needed, nothing taken), -EBADMSG. */
 int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
               struct ring_ref *ref, struct ring_stall *stall);
 
@@ -61,6 +80,11 @@ int ring_free(struct shmq *q, const struct ring_ref *ref);
 /* Move release past freed records; true if it moved. */
 bool ring_advance_release(struct shmq *q);
 
+/* Fill stall with the record that keeps release where it is, if it is
+ * in flight (being written, or being read when readers is true). */
+void ring_release_stall(struct shmq *q, struct ring_stall *stall,
+                        bool readers);
+
 /* Recovery, once liveness_dead() said the stall's owner is gone: abort
  * its record (a writer's) or free it (a reader's). true if this call
  * changed it. */
@@ -68,12 +92,9 @@ bool ring_recover(struct shmq *q, const struct ring_stall *stall);
 /* Recover every record a dead holder of `slot` left in flight. */
 void ring_recover_owner(struct shmq *q, unsigned slot);
 
-/* Fill stall if the record at the head is being written. */
-void ring_head_writer(const struct shmq *q, struct ring_stall *stall);
-
 /* Snapshots for qsize/full and join accounting. */
-uint32_t ring_count(struct shmq *q);
-bool ring_full(const struct shmq *q);
-uint32_t ring_claimed(const struct shmq *q); /* tail sequence number */
+uint32_t ring_count(struct shmq *q);   /* committed, not taken */
+bool ring_full(struct shmq *q);        /* a 0-byte claim would fail */
+uint32_t ring_claimed(struct shmq *q); /* first unclaimed sequence */
 
 #endif /* SHMQ_RING_H */
