@@ -67,15 +67,15 @@ static int64_t duration_ns(unsigned i)
     if (i < STEPS)
         return (int64_t)i; /* exact below 16 ns */
     unsigned shift = i / STEPS - 1;
-    return (int64_t)(STEPS + i % STEPS) << shift;
+    if (shift > 56) /* 16 << 57 is MAX_NS already */
+        return MAX_NS;
+    return (int64_t)((uint64_t)(STEPS + i % STEPS) << shift);
 }
 
 static void fill_durations(void)
 {
     for (unsigned i = 0; i < 64 * STEPS; i++) {
         int64_t ns = duration_ns(i);
-        if (ns > MAX_NS)
-            ns = MAX_NS;
         durations[i].tv_sec = ns / 1000000000;
         durations[i].tv_nsec = ns % 1000000000;
     }
