@@ -118,9 +118,14 @@ SHMQ_PUBLIC int shmq_uring_arm(shmq_t *q, struct io_uring *ring,
     bool timed = timeout_ns >= 0;
     if (io_uring_sq_space_left(ring) < (timed ? 2u : 1u))
         return -EBUSY;
+    /* Look before announcing a sleeper: a loop that finds work again
+     * leaves the flag clear, and the producers' puts stay syscall-free. */
+    int ready = shmq__ev_ready(q, events);
+    if (ready)
+        return ready;
     uint64_t *event = shmq__ev_word(q, events);
     uint32_t seen = wait_prepare(event);
-    int ready = shmq__ev_ready(q, events);
+    ready = shmq__ev_ready(q, events);
     if (ready)
         return ready; /* the flag stays set: one spurious wake, no loss */
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
