@@ -386,6 +386,57 @@ Test(uring, armed_before_first_thread, .timeout = 20)
     shmq_release(ft.q);
 }
 
+/* A ring of one entry: untimed arms cycle through it for ever (each
+ * completion frees the only slot), timed ones cannot fit. */
+struct puts_paced {
+    shmq_t *q;
+    int n;
+};
+
+static int put_paced(void *arg)
+{
+    struct puts_paced *pp = arg;
+    for (int i = 0; i < pp->n; i++) {
+        TH_CHECK_EQ(shmq_put(pp->q, &i, sizeof i, 5 * TH_SEC), 0);
+        if (i % 3 == 0)
+            sched_yield();
+    }
+    return 0;
+}
+
+Test(uring, ring_of_size_1, .timeout = 30)
+{
+    need_uring();
+    struct puts_paced pp = {make(4), 3000};
+    struct io_uring ring;
+    cr_assert_eq(io_uring_queue_init(1, &ring, 0), 0);
+    cr_assert_eq(shmq_uring_arm(pp.q, &ring, SHMQ_EV_READABLE, 1, TH_SEC),
+                 -EBUSY);
+    pid_t pid = th_fork(put_paced, &pp);
+    int got = 0, arms = 0;
+    while (got < pp.n) {
+        int v = shmq_uring_arm(pp.q, &ring, SHMQ_EV_READABLE, 1, SHMQ_FOREVER);
+        cr_assert_geq(v, 0, "arm: %s", shmq_strerror(v));
+        if (v == 0) {
+            arms++;
+            cr_assert_eq(io_uring_submit(&ring), 1);
+            struct io_uring_cqe *cqe = next_cqe(&ring, 5 * TH_SEC);
+            cr_assert_not_null(cqe, "wait %d never completed", arms);
+            v = shmq_uring_result(pp.q, SHMQ_EV_READABLE, cqe->res);
+            io_uring_cqe_seen(&ring, cqe);
+            cr_assert_geq(v, 0);
+        }
+        int m;
+        size_t len;
+        while (shmq_get_nowait(pp.q, &m, sizeof m, &len) == 0)
+            cr_assert_eq(m, got++);
+    }
+    th_assert_child_ok(pid);
+    cr_assert_gt(arms, 0, "never armed: the test proved nothing");
+    io_uring_queue_exit(&ring);
+    shmq_release(pp.q);
+}
+
 Test(uring, bad_input, .timeout = 20)
 {
     need_uring();
@@ -798,4 +849,44 @@ Test(stress, pollfd_uring_readable, .timeout = 120)
     io_uring_queue_exit(&probe);
     pingpong("pollfd/io_uring poll", P_POLLFD_URING, SHMQ_EV_READABLE,
              cycles(20000));
+}
+
+/* An unrelated process's handle: its own mapping of the named region,
+ * at another address. The futex is shared, so its wake finds the wait. */
+static int open_and_put(void *arg)
+{
+    shmq_t *q;
+    th_sleep_ns(20 * TH_MS);
+    TH_CHECK_EQ(shmq_open(&q, (const char *)arg), 0);
+    TH_CHECK_EQ(shmq_put(q, "n", 1, TH_SEC), 0);
+    shmq_release(q);
+    return 0;
+}
+
+static void named_other_mapping(bool uring)
+{
+    char name[TH_NAME_MAX];
+    th_queue_name(name, "evloop");
+    shmq_t *q;
+    cr_assert_eq(shmq_create_named(&q, name, NULL, 0600), 0);
+    struct loop l;
+    loop_open(&l, uring ? P_URING : P_POLLFD_EPOLL, q, SHMQ_EV_READABLE);
+    pid_t pid = th_fork(open_and_put, name);
+    cr_assert(loop_wait(&l, 5 * TH_SEC), "no wakeup from the other handle");
+    cr_assert_eq(shmq_qsize(q), 1);
+    th_assert_child_ok(pid);
+    loop_close(&l);
+    shmq_release(q);
+    shmq_unlink(name);
+}
+
+Test(uring, named_queue_opened_elsewhere, .timeout = 20)
+{
+    need_uring();
+    named_other_mapping(true);
+}
+
+Test(pollfd, named_queue_opened_elsewhere, .timeout = 20)
+{
+    named_other_mapping(false);
 }
