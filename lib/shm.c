@@ -5,8 +5,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdbool.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -120,8 +120,8 @@ int shmq__shm_geometry(const struct shmq_config *cfg, struct shmq_geometry *geo)
      * 8-byte units; below one unit, capacity stays too small). */
     if (!c.max_message && c.capacity && c.capacity < max_message)
         max_message = c.capacity >= 8 ? c.capacity & ~(uint64_t)7 : 1;
-    uint64_t capacity = c.capacity ? c.capacity
-                                   : default_capacity(c.maxsize, max_message);
+    uint64_t capacity =
+        c.capacity ? c.capacity : default_capacity(c.maxsize, max_message);
     geo->flags = c.flags;
     return geometry_sizes(c.maxsize ? c.maxsize : SHMQ_DEFAULT_MAXSIZE,
                           capacity, max_message, geo);
@@ -231,7 +231,7 @@ static int shm_named(uint64_t size, char *tmp, size_t cap, mode_t mode)
 }
 
 int shmq__shm_create_fd(const struct shmq_geometry *geo, char *tmp, size_t cap,
-                  mode_t mode)
+                        mode_t mode)
 {
     return tmp ? shm_named(geo->region_size, tmp, cap, mode)
                : memfd_sealed(geo->region_size);

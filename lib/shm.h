@@ -25,8 +25,8 @@ int shmq__shm_geometry(const struct shmq_config *cfg,
  * bytes), for shmq__shm_publish() once it is initialised. -EINVAL when
  * mode lets a class of users read without writing (shmq_create_named).
  * The fd or a negative errno. */
-int shmq__shm_create_fd(const struct shmq_geometry *geo, char *tmp,
-                        size_t cap, mode_t mode);
+int shmq__shm_create_fd(const struct shmq_geometry *geo, char *tmp, size_t cap,
+                        mode_t mode);
 
 /* Give the region built under tmp its name: -EEXIST if it is taken.
  * tmp is removed either way. */
@@ -47,13 +47,13 @@ void shmq__shm_unmap(struct shmq *q);
 
 /* The names queue.c (the ring owner's file) still uses; remove once it
  * calls the shmq__ names. Never exported: only shmq__ symbols exist. */
-#define shm_check_name   shmq__shm_check_name
-#define shm_geometry     shmq__shm_geometry
-#define shm_create_fd    shmq__shm_create_fd
-#define shm_publish      shmq__shm_publish
-#define shm_init_region  shmq__shm_init_region
+#define shm_check_name    shmq__shm_check_name
+#define shm_geometry      shmq__shm_geometry
+#define shm_create_fd     shmq__shm_create_fd
+#define shm_publish       shmq__shm_publish
+#define shm_init_region   shmq__shm_init_region
 #define shm_read_identity shmq__shm_read_identity
-#define shm_map          shmq__shm_map
-#define shm_unmap        shmq__shm_unmap
+#define shm_map           shmq__shm_map
+#define shm_unmap         shmq__shm_unmap
 
 #endif /* SHMQ_SHM_H */

@@ -406,8 +406,8 @@ Test(claims, version, .timeout = 10)
 
 Test(claims, strerror_takes_both_signs, .timeout = 10)
 {
-    static const int errs[] = {EPIPE, EAGAIN, ETIMEDOUT, EINVAL, EMSGSIZE,
-                               ENOSPC, EPERM, EUSERS};
+    static const int errs[] = {EPIPE,    EAGAIN, ETIMEDOUT, EINVAL,
+                               EMSGSIZE, ENOSPC, EPERM,     EUSERS};
     for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
         cr_assert_str_eq(shmq_strerror(errs[i]), shmq_strerror(-errs[i]));
         cr_assert_str_neq(shmq_strerror(errs[i]), "unknown error");

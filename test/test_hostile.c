@@ -198,8 +198,8 @@ static int die_mid_put(void *arg)
     shmq_t *q = NULL;
     TH_CHECK_EQ(shmq_open(&q, name), 0);
     long page = sysconf(_SC_PAGESIZE);
-    void *bad = mmap(NULL, (size_t)page, PROT_NONE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *bad =
+        mmap(NULL, (size_t)page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     TH_CHECK(bad != MAP_FAILED);
     shmq_put(q, bad, 200, SHMQ_NOWAIT);
     return 2; /* not reached: the copy faults */
@@ -223,8 +223,7 @@ static int read_lock_all_slots(const char *path)
     return fd;
 }
 
-Test(hostile, read_lock_on_a_dead_writer_does_not_fake_liveness,
-     .timeout = 30)
+Test(hostile, read_lock_on_a_dead_writer_does_not_fake_liveness, .timeout = 30)
 {
     char name[TH_NAME_MAX], path[128];
     th_queue_name(name, "rdlock");
@@ -233,8 +232,8 @@ Test(hostile, read_lock_on_a_dead_writer_does_not_fake_liveness,
     pid_t pid = th_fork(die_mid_put, name);
     int st = th_wait_pid(pid, 10 * TH_SEC);
     /* killed by the fault (or exit 1 from a sanitizer's fault handler) */
-    cr_assert(st >= 0 && (WIFSIGNALED(st) ||
-                          (WIFEXITED(st) && WEXITSTATUS(st) == 1)),
+    cr_assert(st >= 0 &&
+                  (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 1)),
               "child should have died in its put: status %#x", st);
     int rd = read_lock_all_slots(th_shm_path(path, sizeof path, name));
     /* the dead writer's record holds the head; the message after it must
@@ -245,8 +244,10 @@ Test(hostile, read_lock_on_a_dead_writer_does_not_fake_liveness,
     int64_t t0 = th_now_ns();
     int rc = shmq_get(q, buf, sizeof buf, &len, 2 * TH_SEC);
     int64_t took = th_now_ns() - t0;
-    cr_assert_eq(rc, 0, "get behind a dead writer whose byte is read-locked: "
-                        "%d (%s)", rc, shmq_strerror(rc));
+    cr_assert_eq(rc, 0,
+                 "get behind a dead writer whose byte is read-locked: "
+                 "%d (%s)",
+                 rc, shmq_strerror(rc));
     cr_assert(len == 5 && !memcmp(buf, "after", 5));
     cr_expect_lt(took, 500 * TH_MS, "recovery took %lld ms",
                  (long long)(took / TH_MS));
