@@ -318,6 +318,128 @@ int shmq_join(shmq_t *q, int64_t timeout_ns);
 int shmq_set_spin(shmq_t *q, int64_t spin_ns);
 
 /* ------------------------------------------------------------------ */
+/* Serialization layer: several buffers, several messages, zero copy    */
+/* ------------------------------------------------------------------ */
+/*
+ * Every call here follows the rules of put and get above: argument
+ * errors first (-EINVAL, then -EMSGSIZE), closed wins (-EPIPE), timeouts
+ * as for put/get, signals never end a wait early, thread-safe, and a
+ * JoinableQueue counts every message put and every message taken.
+ */
+#include <sys/uio.h>
+
+/**
+ * Put one message, the concatenation of iov[0..iovcnt), as shmq_put
+ * would. iovcnt 0 is a 0-byte message. Returns 0, or -EINVAL (q NULL,
+ * iovcnt negative or above IOV_MAX, iov NULL with iovcnt > 0, an entry
+ * with a NULL base and a non-zero length, bad timeout), -EMSGSIZE (the
+ * total, overflow included, is above shmq_max_message), and the errors
+ * of shmq_put.
+ */
+int shmq_putv(shmq_t *q, const struct iovec *iov, int iovcnt,
+              int64_t timeout_ns);
+
+#define SHMQ_ALL 0x1u /**< put_many flags: all n messages or none */
+
+/**
+ * Put msgs[0..n) in order; they reach consumers in that order (other
+ * producers' messages may come between them).
+ *
+ * Without flags it works like write(2) on a pipe: it puts as many as it
+ * can, waiting for room up to the deadline, and returns how many it put
+ * (>= 1); with none put it returns -EAGAIN (full, SHMQ_NOWAIT),
+ * -ETIMEDOUT or -EPIPE (closed). With SHMQ_ALL it puts all n or none:
+ * it waits until all n fit; a batch that could never fit (n above
+ * maxsize, or more storage units than capacity holds) is -EMSGSIZE at
+ * once. If the queue is closed while an SHMQ_ALL batch commits, either
+ * the whole batch is withdrawn (-EPIPE) or, when a consumer took its
+ * first message already, it stays (n).
+ *
+ * n 0 returns 0, msgs NULL or not. -EINVAL: q NULL, msgs NULL with
+ * n > 0 (or n above INT_MAX), an entry with a NULL base and a non-zero
+ * length, unknown flag bits, bad timeout. -EMSGSIZE: any message above
+ * shmq_max_message (before anything is put). -ENOMEM: SHMQ_ALL with more
+ * than 64 messages could not allocate its bookkeeping (once per call).
+ */
+int shmq_put_many(shmq_t *q, const struct iovec *msgs, size_t n,
+                  unsigned flags, int64_t timeout_ns);
+
+/**
+ * Wait, as shmq_get does, until a message can be taken, then take in
+ * queue order as many as are there, up to max_msgs and as many as fit in
+ * buf: each message is copied to the next offset of buf that is a
+ * multiple of 8, and msgs[i] points at it with its length. Returns the
+ * count (>= 1), or -ENOBUFS (the first message is longer than cap:
+ * msgs[0].iov_len is the size needed, nothing taken), -EINVAL (q or msgs
+ * NULL, max_msgs 0, buf NULL with cap > 0, bad timeout), -EPIPE (closed
+ * and drained), -EAGAIN, -ETIMEDOUT, -EBADMSG, as shmq_get.
+ */
+int shmq_get_many(shmq_t *q, void *buf, size_t cap, struct iovec *msgs,
+                  size_t max_msgs, int64_t timeout_ns);
+
+/** A message in place: a reservation (put_begin) or a borrow
+ * (get_begin). */
+struct shmq_msg {
+    void *data;       /**< put_begin: where to write; get_begin: the message */
+    size_t len;       /**< put_begin: bytes reserved; get_begin: its length */
+    uint64_t priv[2]; /**< the library's */
+};
+
+/**
+ * Reserve room for a message of up to max_len bytes, to write in place.
+ * On 0, m->data is a writable, contiguous, 8-byte-aligned area of
+ * m->len = max_len bytes in the queue's shared memory. Nothing is
+ * visible to consumers until shmq_put_commit; consumers meanwhile take
+ * the messages others put (the reservation holds back no message, only
+ * its own room and, since room comes back in ring order, the room after
+ * it). Errors as shmq_put of max_len bytes: -EINVAL (q or m NULL, bad
+ * timeout), -EMSGSIZE, -EPIPE, -EAGAIN, -ETIMEDOUT, -EBADMSG, and the
+ * first-call errors of a forked child.
+ */
+int shmq_put_begin(shmq_t *q, size_t max_len, struct shmq_msg *m,
+                   int64_t timeout_ns);
+
+/**
+ * Deliver the first len (<= m->len) bytes of a reservation. Returns 0
+ * (it will be delivered), -EINVAL (len above the reservation, or m is
+ * not an open reservation of this handle in this process: nothing
+ * changes), or -EPIPE (the queue was closed since put_begin: the message
+ * is dropped as if aborted). The room a shorter message does not use
+ * comes back with the record, in ring order. Does not block.
+ */
+int shmq_put_commit(shmq_t *q, struct shmq_msg *m, size_t len);
+
+/** Drop a reservation. 0, or -EINVAL (m is not an open reservation of
+ * this handle in this process). Does not block. */
+int shmq_put_abort(shmq_t *q, struct shmq_msg *m);
+
+/**
+ * Take the next message, as shmq_get does, without copying it: on 0,
+ * m->data is the message (read-only, in shared memory, 8-byte aligned)
+ * and m->len its length. The message is taken when this returns: no
+ * other consumer will see it; its room stays in use until shmq_get_end.
+ * [data, data + len) stays mapped until then; what another process
+ * writes there is not the library's to prevent. Errors as shmq_get
+ * (no -ENOBUFS): -EINVAL (q or m NULL, bad timeout), -EPIPE, -EAGAIN,
+ * -ETIMEDOUT, -EBADMSG.
+ */
+int shmq_get_begin(shmq_t *q, struct shmq_msg *m, int64_t timeout_ns);
+
+/** Give a borrowed message's room back. 0, or -EINVAL (m is not an open
+ * borrow of this handle in this process). Does not block. */
+int shmq_get_end(shmq_t *q, struct shmq_msg *m);
+
+/*
+ * A handle may hold several open reservations and borrows at once, from
+ * any of its threads; they count against maxsize and capacity like any
+ * queued message, and belong to the process that made them (a forked
+ * child's copy of the handle cannot end them: -EINVAL). A process that
+ * dies holding some loses only those messages; their room is recovered
+ * as for a dead put or get. shmq_release() aborts the handle's open
+ * reservations and ends its open borrows.
+ */
+
+/* ------------------------------------------------------------------ */
 /* Event-loop integration (io_uring, poll/epoll)                        */
 /* ------------------------------------------------------------------ */
 /*

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * queue.c - the public Queue / JoinableQueue calls: argument rules,
- * closing, task accounting, and blocking (spin, then futex sleep, with
- * liveness checks while a record in flight holds everyone up).
+ * queue.c - the public Queue / JoinableQueue calls: handles, argument
+ * rules, put and get, closing, task accounting. Waiting is attempt.c's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -13,25 +12,14 @@
 #include <sys/mman.h> /* shm_open, shm_unlink */
 #include <unistd.h>
 
+#include "attempt.h"
+#include "queue.h"
 #include "liveness.h"
 #include "ring.h"
 #include "shm.h"
 #include "shmq.h"
 #include "wait.h"
 
-/* While a record in flight blocks a waiter, it asks whether the record's
- * owner lives at least this often: the bound on how long a dead process
- * can hold others up once they wait. */
-#define LIVENESS_PERIOD_NS 10000000 /* 10 ms */
-/* No sleep lasts longer: the wakeup protocol lives in shared memory, and
- * a process that scribbles on an event word could otherwise make a
- * sleeper miss its wakeup for good. With this, it is late at worst. */
-#define RECHECK_NS 100000000 /* 100 ms */
-/* NOWAIT calls give a record being written this many polls to land
- * before they report the queue as empty. */
-#define NOWAIT_POLLS 256
-/* Consumers move release once per this many records (mask). */
-#define RELEASE_EVERY 15u
 
 /* ------------------------------------------------------------------ */
 /* Handles                                                              */
@@ -51,6 +39,13 @@ static struct shmq *handle_new(int fd)
 /* Frees q and closes its fd; q may be half-built. */
 static void handle_free(struct shmq *q)
 {
+    /* Open reservations and borrows end with the handle; a forked
+     * child's unregistered copy holds none (its parent's are not its). */
+    if (q->hdr && q->lock_fd >= 0 && liveness_current(q)) {
+        ring_end_owned(q);
+        wait_signal(&q->hdr->not_empty.word);
+        wait_signal(&q->hdr->not_full.word);
+    }
     liveness_unregister(q);
     shm_unmap(q);
     if (q->fd >= 0)
@@ -190,157 +185,26 @@ SHMQ_PUBLIC void shmq_release(shmq_t *q)
 }
 
 /* ------------------------------------------------------------------ */
-/* Waiting                                                              */
-/* ------------------------------------------------------------------ */
-
-/* One non-blocking try of an operation. 0 done; -EAGAIN / -EINPROGRESS
- * keep waiting (stall says behind what); anything else is final. */
-typedef int (*attempt_fn)(struct shmq *q, void *op, struct ring_stall *s);
-
-static bool closed(const struct shmq *q)
-{
-    return load_acquire(&q->hdr->closed.word) != 0;
-}
-
-/* If the record holding us up belongs to a dead process, recover it.
- * true only when this call changed the record, so that callers looping
- * on it make progress (a record per turn) and never spin. */
-static bool recover_if_dead(struct shmq *q, const struct ring_stall *s)
-{
-    if (!s->has_owner || !liveness_dead(q, desc_owner(s->word)) ||
-        !ring_recover(q, s))
-        return false;
-    wait_signal(&q->hdr->not_full.word);
-    wait_signal(&q->hdr->not_empty.word);
-    wait_signal(&q->hdr->all_done.word);
-    return true;
-}
-
-static int attempt_nowait(struct shmq *q, attempt_fn fn, void *op)
-{
-    struct ring_stall s;
-    for (int i = 0;; i++) {
-        s.has_owner = false;
-        int rc = fn(q, op, &s);
-        if (rc != -EAGAIN && rc != -EINPROGRESS)
-            return rc;
-        /* A record being written is normally a few ns from landing. */
-        if (rc == -EINPROGRESS && i < NOWAIT_POLLS) {
-            wait_relax();
-            continue;
-        }
-        if (!recover_if_dead(q, &s))
-            return -EAGAIN;
-    }
-}
-
-/* Poll for up to the handle's spin time: a message (or room) that comes
- * within microseconds is taken without a sleep and a wakeup. */
-static int attempt_spinning(struct shmq *q, attempt_fn fn, void *op,
-                            struct ring_stall *s, wait_deadline_t deadline)
-{
-    int64_t spin = load_relaxed(&q->spin_ns);
-    int rc = fn(q, op, s);
-    if (spin <= 0 || (rc != -EAGAIN && rc != -EINPROGRESS))
-        return rc;
-    int64_t end = wait_now() + spin;
-    if (deadline >= 0 && deadline < end)
-        end = deadline;
-    for (unsigned i = 1;; i++) {
-        wait_relax();
-        rc = fn(q, op, s);
-        if (rc != -EAGAIN && rc != -EINPROGRESS)
-            return rc;
-        if (i % 64 == 0 && wait_now() >= end)
-            return rc;
-        /* On an oversubscribed machine the process we wait for (say, a
-         * producer preempted between claim and commit) may be runnable
-         * on this very CPU; on an idle one this returns at once. */
-        if (i % 64 == 0)
-            sched_yield();
-    }
-}
-
-static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
-                            uint64_t *event, int64_t timeout_ns)
-{
-    wait_deadline_t deadline = wait_deadline(timeout_ns);
-    struct ring_stall s = {0};
-    int rc = attempt_spinning(q, fn, op, &s, deadline);
-    for (;;) {
-        if (rc != -EAGAIN && rc != -EINPROGRESS)
-            return rc;
-        if (deadline >= 0 && wait_now() >= deadline)
-            return -ETIMEDOUT;
-        if (recover_if_dead(q, &s)) {
-            rc = fn(q, op, &s);
-            continue;
-        }
-        uint32_t seen = wait_prepare(event);
-        s.has_owner = false;
-        rc = fn(q, op, &s);
-        if (rc != -EAGAIN && rc != -EINPROGRESS)
-            return rc;
-        wait_deadline_t until = deadline;
-        wait_deadline_t check =
-            wait_now() + (s.has_owner ? LIVENESS_PERIOD_NS : RECHECK_NS);
-        if (until < 0 || check < until)
-            until = check;
-        bool expired = wait_sleep(event, seen, until) == -ETIMEDOUT &&
-                       deadline >= 0 && wait_now() >= deadline;
-        /* Look again before announcing a sleeper: a woken waiter that
-         * finds its message costs the next signaller no syscall. After
-         * the deadline, this is the last look before giving up. */
-        s.has_owner = false;
-        rc = fn(q, op, &s);
-        if (expired && (rc == -EAGAIN || rc == -EINPROGRESS))
-            return -ETIMEDOUT;
-    }
-}
-
-/* Common entry of put and get after argument checks. */
-static int run(struct shmq *q, attempt_fn fn, void *op, uint64_t *event,
-               int64_t timeout_ns)
-{
-    if (!liveness_current(q)) { /* first call after fork: syscalls */
-        int saved = errno;
-        int rc = liveness_ensure(q);
-        errno = saved;
-        if (rc < 0)
-            return rc;
-    }
-    struct ring_stall s = {0};
-    int rc = fn(q, op, &s); /* fast path: no clock, no syscall */
-    if (rc != -EAGAIN && rc != -EINPROGRESS)
-        return rc;
-    int saved = errno;
-    rc = timeout_ns == SHMQ_NOWAIT
-             ? attempt_nowait(q, fn, op)
-             : attempt_blocking(q, fn, op, event, timeout_ns);
-    errno = saved;
-    return rc;
-}
-
-static bool bad_timeout(int64_t timeout_ns)
-{
-    return timeout_ns < 0 && timeout_ns != SHMQ_FOREVER;
-}
-
-/* ------------------------------------------------------------------ */
 /* Put and get                                                          */
 /* ------------------------------------------------------------------ */
 
-/* After a commit: a close that came before it may have let a consumer
- * conclude that the queue is drained, so the message must not stay. The
- * commit CAS and this load are seq_cst, against get_attempt's fence after
- * its look at the flag: either that consumer's last look sees the record,
- * or this load sees the flag. A record a consumer has taken already is
- * delivered: 0. */
-static int put_settle(struct shmq *q, const struct ring_ref *ref)
+/* Consumers move release once per this many records (mask). */
+#define RELEASE_EVERY 15u
+
+/* A close that came before the commit may have let a consumer conclude
+ * that the queue is drained, so the message must not stay. The commit
+ * CAS and this load are seq_cst, against shmq__take's fence after its
+ * look at the flag: either that consumer's last look sees the record, or
+ * this load sees the flag. A record a consumer has taken already is
+ * delivered. */
+int shmq__put_settle(struct shmq *q, const struct ring_ref *ref)
 {
-    if (!__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST))
-        return 0;
-    return ring_withdraw(q, ref) == 0 ? -EPIPE : 0;
+    int rc = 0;
+    if (__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST) &&
+        ring_withdraw(q, ref) == 0)
+        rc = -EPIPE;
+    wait_signal(&q->hdr->not_empty.word);
+    return rc;
 }
 
 struct put_op {
@@ -351,7 +215,7 @@ struct put_op {
 static int put_attempt(struct shmq *q, void *arg, struct ring_stall *s)
 {
     const struct put_op *op = arg;
-    if (closed(q))
+    if (shmq__closed(q))
         return -EPIPE;
     struct ring_ref ref;
     int rc = ring_claim(q, op->len, &ref, s);
@@ -360,21 +224,18 @@ static int put_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (op->len)
         memcpy(ring_addr(q, ref.pos), op->msg, op->len);
     rc = ring_commit(q, &ref, op->len);
-    if (rc == 0)
-        rc = put_settle(q, &ref);
-    wait_signal(&q->hdr->not_empty.word);
-    return rc;
+    return rc < 0 ? rc : shmq__put_settle(q, &ref);
 }
 
 SHMQ_PUBLIC int shmq_put(shmq_t *q, const void *msg, size_t len,
                          int64_t timeout_ns)
 {
-    if (!q || (!msg && len) || bad_timeout(timeout_ns))
+    if (!q || (!msg && len) || shmq__bad_timeout(timeout_ns))
         return -EINVAL;
     if (len > q->geo.max_message)
         return -EMSGSIZE;
     struct put_op op = {msg, len};
-    return run(q, put_attempt, &op, &q->hdr->not_full.word, timeout_ns);
+    return shmq__run(q, put_attempt, &op, &q->hdr->not_full.word, timeout_ns);
 }
 
 struct get_op {
@@ -383,20 +244,39 @@ struct get_op {
     uint64_t len;
 };
 
+int shmq__take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+               struct ring_ref *ref, struct ring_stall *s)
+{
+    int rc = ring_take(q, buf, cap, len, ref, s);
+    if ((rc == -EAGAIN || rc == -EINPROGRESS) && shmq__closed(q)) {
+        /* Drained only if nothing is committed once the flag is seen: a
+         * put that commits after this fence sees the flag and withdraws
+         * its record (shmq__put_settle); puts in flight do not count. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        rc = ring_take(q, buf, cap, len, ref, s);
+        if (rc == -EAGAIN || rc == -EINPROGRESS)
+            return -EPIPE;
+    }
+    return rc;
+}
+
+void shmq__freed(struct shmq *q, uint32_t seq)
+{
+    /* Moving release costs a CAS on a line every producer reads: do it
+     * for a batch of records, or at once when a producer sleeps. One
+     * that finds the queue full moves it itself (ring_claim). */
+    if ((seq & RELEASE_EVERY) == RELEASE_EVERY ||
+        wait_has_sleepers(&q->hdr->not_full.word)) {
+        ring_advance_release(q);
+        wait_signal(&q->hdr->not_full.word);
+    }
+}
+
 static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
 {
     struct get_op *op = arg;
     struct ring_ref ref;
-    int rc = ring_take(q, op->buf, op->cap, &op->len, &ref, s);
-    if ((rc == -EAGAIN || rc == -EINPROGRESS) && closed(q)) {
-        /* Drained only if nothing is committed once the flag is seen: a
-         * put that commits after this fence sees the flag and withdraws
-         * its record (put_settle); puts in flight do not count. */
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        rc = ring_take(q, op->buf, op->cap, &op->len, &ref, s);
-        if (rc == -EAGAIN || rc == -EINPROGRESS)
-            return -EPIPE;
-    }
+    int rc = shmq__take(q, op->buf, op->cap, &op->len, &ref, s);
     if (rc < 0)
         return rc;
     if (!ref.copied) {
@@ -404,24 +284,17 @@ static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
             memcpy(op->buf, ring_addr(q, ref.pos), op->len);
         rc = ring_free(q, &ref);
     }
-    /* Moving release costs a CAS on a line every producer reads: do it
-     * for a batch of records, or at once when a producer sleeps. One
-     * that finds the queue full moves it itself (ring_claim). */
-    if ((ref.seq & RELEASE_EVERY) == RELEASE_EVERY ||
-        wait_has_sleepers(&q->hdr->not_full.word)) {
-        ring_advance_release(q);
-        wait_signal(&q->hdr->not_full.word);
-    }
+    shmq__freed(q, ref.seq);
     return rc;
 }
 
 SHMQ_PUBLIC int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
                          int64_t timeout_ns)
 {
-    if (!q || !len || (!buf && cap) || bad_timeout(timeout_ns))
+    if (!q || !len || (!buf && cap) || shmq__bad_timeout(timeout_ns))
         return -EINVAL;
     struct get_op op = {buf, cap, 0};
-    int rc = run(q, get_attempt, &op, &q->hdr->not_empty.word, timeout_ns);
+    int rc = shmq__run(q, get_attempt, &op, &q->hdr->not_empty.word, timeout_ns);
     if (rc == 0 || rc == -ENOBUFS)
         *len = (size_t)op.len;
     return rc;
@@ -492,7 +365,7 @@ SHMQ_PUBLIC int shmq_close(shmq_t *q)
 
 SHMQ_PUBLIC bool shmq_closed(const shmq_t *q)
 {
-    return q ? closed(q) : false;
+    return q ? shmq__closed(q) : false;
 }
 
 /* Messages put (claimed, less those aborted) and not yet task_done. */
@@ -543,9 +416,9 @@ static int join_attempt(struct shmq *q, void *op, struct ring_stall *s)
 
 SHMQ_PUBLIC int shmq_join(shmq_t *q, int64_t timeout_ns)
 {
-    if (!q || bad_timeout(timeout_ns))
+    if (!q || shmq__bad_timeout(timeout_ns))
         return -EINVAL;
     if (!(q->geo.flags & SHMQ_JOINABLE))
         return -ENOTSUP;
-    return run(q, join_attempt, NULL, &q->hdr->all_done.word, timeout_ns);
+    return shmq__run(q, join_attempt, NULL, &q->hdr->all_done.word, timeout_ns);
 }

@@ -121,7 +121,7 @@ static void cursor_publish(uint64_t *hint, uint64_t seen, uint64_t next)
 
 /* The true tail, walking from the best start: the first unclaimed
  * sequence number and its position. -EBADMSG if the walk cannot end. */
-static int tail_find(struct shmq *q, uint64_t r, uint64_t *tail)
+static int tail_walk(struct shmq *q, uint64_t r, uint64_t *tail)
 {
     uint64_t t = cursor_start(q, r, load_acquire(&q->hdr->tail.word),
                               load_relaxed(&q->tail_cache), false);
@@ -136,6 +136,19 @@ static int tail_find(struct shmq *q, uint64_t r, uint64_t *tail)
             return -EBADMSG;
         seq++;
         pos += desc_units(w);
+    }
+    return 1; /* longer than the queue can be: release moved meanwhile */
+}
+
+/* The true tail, and in *r the release it was found from (refreshed
+ * when the queue moved under the walk). */
+static int tail_find(struct shmq *q, uint64_t *r, uint64_t *tail)
+{
+    for (uint32_t i = 0; i < RING_RETRIES; i++) {
+        int rc = tail_walk(q, *r, tail);
+        if (rc <= 0)
+            return rc;
+        *r = load_acquire(&q->hdr->release.word);
     }
     return -EBADMSG;
 }
@@ -354,7 +367,7 @@ static int take_late(struct shmq *q, void *buf, size_t cap, uint64_t *len,
     uint32_t n = q->geo.desc_count;
     for (uint32_t i = 0;; i++) {
         if (i > q->geo.maxsize)
-            return -EBADMSG;
+            return 1; /* the queue moved under us: look again */
         uint64_t w = load_acquire(&ring_desc(q, at.seq)->word);
         if (desc_seq(w) != at.seq) {
             if (desc_seq(w) != at.seq - n)
@@ -591,7 +604,7 @@ void ring_recover_owner(struct shmq *q, unsigned slot)
 {
     /* Records in flight lie between release and the tail. */
     uint64_t r = load_acquire(&q->hdr->release.word), t;
-    if (tail_find(q, r, &t) < 0)
+    if (tail_find(q, &r, &t) < 0)
         return;
     for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
         uint64_t w = load_acquire(&ring_desc(q, s)->word);
@@ -604,6 +617,28 @@ void ring_recover_owner(struct shmq *q, unsigned slot)
     }
 }
 
+void ring_end_owned(struct shmq *q)
+{
+    uint64_t r = load_acquire(&q->hdr->release.word), t;
+    if (tail_find(q, &r, &t) < 0)
+        return;
+    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
+        uint64_t w = load_acquire(&ring_desc(q, s)->word);
+        unsigned st = desc_state(w);
+        if (desc_seq(w) != s || desc_owner(w) != q->slot ||
+            !units_ok(q, desc_units(w)))
+            continue;
+        if (st == DESC_WRITING || st == DESC_SKIPPED) {
+            abort_writing(q, w);
+        } else if (st == DESC_READING) {
+            /* delivered to this process: no task accounting change */
+            cas_acq_rel(&ring_desc(q, s)->word, &w,
+                        desc_pack(s, DESC_FREE, q->slot, desc_units(w)));
+        }
+    }
+    ring_advance_release(q);
+}
+
 /* ------------------------------------------------------------------ */
 /* Snapshots                                                            */
 /* ------------------------------------------------------------------ */
@@ -611,7 +646,7 @@ void ring_recover_owner(struct shmq *q, unsigned slot)
 uint32_t ring_count(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
-    if (tail_find(q, r, &t) < 0)
+    if (tail_find(q, &r, &t) < 0)
         return 0;
     uint32_t count = 0;
     for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
@@ -626,17 +661,29 @@ uint32_t ring_count(struct shmq *q)
 bool ring_full(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
-    if (tail_find(q, r, &t) < 0)
+    if (tail_find(q, &r, &t) < 0)
         return false;
     uint32_t used_seq = pos_seq(t) - pos_seq(r);
     uint32_t used_units = pos_units(t) - pos_units(r);
     return used_seq >= q->geo.maxsize || used_units + 1 > q->geo.cap_units;
 }
 
+bool ring_has_room(struct shmq *q, uint32_t records, uint64_t units)
+{
+    uint64_t r = load_acquire(&q->hdr->release.word), t;
+    if (tail_find(q, &r, &t) < 0)
+        return false;
+    uint32_t used_seq = pos_seq(t) - pos_seq(r);
+    uint32_t used_units = pos_units(t) - pos_units(r);
+    return used_seq <= q->geo.maxsize && used_units <= q->geo.cap_units &&
+           records <= q->geo.maxsize - used_seq &&
+           units <= q->geo.cap_units - used_units;
+}
+
 uint32_t ring_claimed(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
-    if (tail_find(q, r, &t) < 0)
+    if (tail_find(q, &r, &t) < 0)
         return pos_seq(r);
     return pos_seq(t);
 }

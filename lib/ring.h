@@ -92,9 +92,15 @@ bool ring_recover(struct shmq *q, const struct ring_stall *stall);
 /* Recover every record a dead holder of `slot` left in flight. */
 void ring_recover_owner(struct shmq *q, unsigned slot);
 
+/* End the records this handle still holds (open reservations: aborted;
+ * open borrows: freed), at release of the handle. */
+void ring_end_owned(struct shmq *q);
+
 /* Snapshots for qsize/full and join accounting. */
 uint32_t ring_count(struct shmq *q);   /* committed, not taken */
 bool ring_full(struct shmq *q);        /* a 0-byte claim would fail */
+/* Would `records` records of `units` storage units in all fit now? */
+bool ring_has_room(struct shmq *q, uint32_t records, uint64_t units);
 uint32_t ring_claimed(struct shmq *q); /* first unclaimed sequence */
 
 #endif /* SHMQ_RING_H */

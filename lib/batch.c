@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * batch.c - one message from several buffers (putv), and several
+ * messages in one call (put_many, get_many).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attempt.h"
+#include "queue.h"
+#include "wait.h"
+
+/* ------------------------------------------------------------------ */
+/* putv                                                                 */
+/* ------------------------------------------------------------------ */
+
+/* Total length of iov, or -EINVAL / -EMSGSIZE (above max, overflow
+ * included) by the contract's rules. */
+static int64_t iov_total(const struct iovec *iov, int iovcnt, uint64_t max)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (!iov && iovcnt > 0))
+        return -EINVAL;
+    uint64_t total = 0;
+    bool too_big = false;
+    for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -EINVAL;
+        if (iov[i].iov_len > max - total)
+            too_big = true; /* keep looking for -EINVAL first */
+        else
+            total += iov[i].iov_len;
+    }
+    return too_big ? -EMSGSIZE : (int64_t)total;
+}
+
+struct putv_op {
+    const struct iovec *iov;
+    int iovcnt;
+    uint64_t len;
+};
+
+static int putv_attempt(struct shmq *q, void *arg, struct ring_stall *s)
+{
+    const struct putv_op *op = arg;
+    if (shmq__closed(q))
+        return -EPIPE;
+    struct ring_ref ref;
+    int rc = ring_claim(q, op->len, &ref, s);
+    if (rc < 0)
+        return rc;
+    /* The ring is mapped twice in a row: the record is contiguous. */
+    unsigned char *dst = ring_addr(q, ref.pos);
+    for (int i = 0; i < op->iovcnt; i++) {
+        if (op->iov[i].iov_len)
+            memcpy(dst, op->iov[i].iov_base, op->iov[i].iov_len);
+        dst += op->iov[i].iov_len;
+    }
+    rc = ring_commit(q, &ref, op->len);
+    return rc < 0 ? rc : shmq__put_settle(q, &ref);
+}
+
+SHMQ_PUBLIC int shmq_putv(shmq_t *q, const struct iovec *iov, int iovcnt,
+                          int64_t timeout_ns)
+{
+    if (!q || shmq__bad_timeout(timeout_ns))
+        return -EINVAL;
+    int64_t total = iov_total(iov, iovcnt, q->geo.max_message);
+    if (total < 0)
+        return (int)total;
+    struct putv_op op = {iov, iovcnt, (uint64_t)total};
+    return shmq__run(q, putv_attempt, &op, &q->hdr->not_full.word, timeout_ns);
+}
+
+/* ------------------------------------------------------------------ */
+/* put_many                                                             */
+/* ------------------------------------------------------------------ */
+
+/* What is left of an absolute deadline, as a relative timeout. */
+static int64_t remaining(wait_deadline_t deadline)
+{
+    if (deadline < 0)
+        return SHMQ_FOREVER;
+    int64_t left = deadline - wait_now();
+    return left > 0 ? left : SHMQ_NOWAIT;
+}
+
+/* Without flags: like write(2) on a pipe, as many as fit by the deadline. */
+static int put_some(struct shmq *q, const struct iovec *msgs, size_t n,
+                    int64_t timeout_ns)
+{
+    wait_deadline_t deadline = wait_deadline(timeout_ns);
+    size_t done = 0;
+    while (done < n) {
+        int64_t t = done == 0 ? timeout_ns : remaining(deadline);
+        int rc = shmq_put(q, msgs[done].iov_base, msgs[done].iov_len, t);
+        if (rc < 0) {
+            if (done > 0)
+                break;
+            return rc;
+        }
+        done++;
+    }
+    return done > INT_MAX ? INT_MAX : (int)done;
+}
+
+struct all_op {
+    const struct iovec *msgs;
+    size_t n;
+    uint64_t units; /* storage units of the whole batch */
+    struct ring_ref *refs; /* n of them, on the caller's stack or heap */
+};
+
+/* Give back the first k claims of an SHMQ_ALL batch. */
+static void abort_claims(struct shmq *q, const struct ring_ref *refs, size_t k)
+{
+    for (size_t i = 0; i < k; i++)
+        ring_abort(q, &refs[i]);
+    if (k)
+        wait_signal(&q->hdr->not_empty.word);
+}
+
+/* Claim all n records or none; then write and commit them in order.
+ * Nothing is visible before every claim succeeded. */
+static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
+{
+    struct all_op *op = arg;
+    if (shmq__closed(q))
+        return -EPIPE;
+    /* Look before claiming: claims given back are aborted records, whose
+     * room returns only when release passes them, in ring order. Only a
+     * race with another producer can still make a claim fail. */
+    ring_advance_release(q);
+    if (!ring_has_room(q, (uint32_t)op->n, op->units)) {
+        ring_release_stall(q, s, true);
+        return -EAGAIN;
+    }
+    for (size_t i = 0; i < op->n; i++) {
+        int rc = ring_claim(q, op->msgs[i].iov_len, &op->refs[i], s);
+        if (rc < 0) {
+            abort_claims(q, op->refs, i);
+            return rc;
+        }
+    }
+    int bad = 0;
+    for (size_t i = 0; i < op->n; i++) {
+        if (op->msgs[i].iov_len)
+            memcpy(ring_addr(q, op->refs[i].pos), op->msgs[i].iov_base,
+                   op->msgs[i].iov_len);
+        if (ring_commit(q, &op->refs[i], op->msgs[i].iov_len) < 0)
+            bad = -EBADMSG;
+    }
+    if (bad)
+        return bad;
+    /* A close before the commits: withdraw the batch, unless a consumer
+     * took its first message already (then it drains the rest). */
+    if (__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST) &&
+        ring_withdraw(q, &op->refs[0]) == 0) {
+        for (size_t i = 1; i < op->n; i++)
+            ring_withdraw(q, &op->refs[i]);
+        wait_signal(&q->hdr->not_empty.word);
+        return -EPIPE;
+    }
+    wait_signal(&q->hdr->not_empty.word);
+    return 0;
+}
+
+/* Storage units of a batch, counted as the queue counts room. */
+static uint64_t batch_units(const struct shmq *q, const struct iovec *msgs,
+                            size_t n)
+{
+    uint64_t units = 0;
+    for (size_t i = 0; i < n; i++)
+        units += units_for(q, msgs[i].iov_len);
+    return units;
+}
+
+/* Claims of a batch: on the stack when small, else one allocation per
+ * call (not per message). */
+#define ALL_STACK_REFS 64
+
+static int put_all(struct shmq *q, const struct iovec *msgs, size_t n,
+                   int64_t timeout_ns)
+{
+    uint64_t units = batch_units(q, msgs, n);
+    if (n > q->geo.maxsize || units > q->geo.cap_units)
+        return -EMSGSIZE; /* could never fit */
+    struct ring_ref stack_refs[ALL_STACK_REFS];
+    struct ring_ref *refs = stack_refs;
+    if (n > ALL_STACK_REFS) {
+        refs = calloc(n, sizeof *refs);
+        if (!refs)
+            return -ENOMEM;
+    }
+    struct all_op op = {msgs, n, units, refs};
+    int rc = shmq__run(q, all_attempt, &op, &q->hdr->not_full.word, timeout_ns);
+    if (refs != stack_refs)
+        free(refs);
+    return rc < 0 ? rc : (int)n;
+}
+
+SHMQ_PUBLIC int shmq_put_many(shmq_t *q, const struct iovec *msgs, size_t n,
+                              unsigned flags, int64_t timeout_ns)
+{
+    if (!q || (!msgs && n) || (flags & ~SHMQ_ALL) ||
+        shmq__bad_timeout(timeout_ns) || n > INT_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!msgs[i].iov_base && msgs[i].iov_len)
+            return -EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].iov_len > q->geo.max_message)
+            return -EMSGSIZE;
+    }
+    if (n == 0)
+        return 0;
+    return flags & SHMQ_ALL ? put_all(q, msgs, n, timeout_ns)
+                            : put_some(q, msgs, n, timeout_ns);
+}
+
+/* ------------------------------------------------------------------ */
+/* get_many                                                             */
+/* ------------------------------------------------------------------ */
+
+struct many_op {
+    unsigned char *buf;
+    size_t cap;
+    struct iovec *msgs;
+    size_t max_msgs;
+    size_t count;
+    size_t used; /* bytes of buf used, rounded up to 8 */
+};
+
+/* Take one message into buf at the next 8-byte offset. 0, or the errors
+ * of shmq__take (-ENOBUFS: it does not fit, nothing taken). */
+static int take_one(struct shmq *q, struct many_op *op, struct ring_stall *s)
+{
+    size_t off = (op->used + 7) & ~(size_t)7;
+    if (off > op->cap)
+        off = op->cap;
+    unsigned char *dst = op->buf ? op->buf + off : NULL;
+    uint64_t len = 0;
+    struct ring_ref ref;
+    int rc = shmq__take(q, dst, op->cap - off, &len, &ref, s);
+    if (rc == -ENOBUFS && op->count == 0)
+        op->msgs[0].iov_len = (size_t)len;
+    if (rc < 0)
+        return rc;
+    if (!ref.copied) {
+        if (len)
+            memcpy(dst, ring_addr(q, ref.pos), len);
+        rc = ring_free(q, &ref);
+    }
+    shmq__freed(q, ref.seq);
+    op->msgs[op->count].iov_base = dst;
+    op->msgs[op->count].iov_len = (size_t)len;
+    op->count++;
+    op->used = off + len;
+    return rc;
+}
+
+static int many_attempt(struct shmq *q, void *arg, struct ring_stall *s)
+{
+    struct many_op *op = arg;
+    int rc = take_one(q, op, s);
+    if (rc < 0)
+        return rc;
+    /* More of what is there now, without waiting. */
+    struct ring_stall ignored;
+    while (op->count < op->max_msgs && take_one(q, op, &ignored) == 0)
+        ;
+    return 0;
+}
+
+SHMQ_PUBLIC int shmq_get_many(shmq_t *q, void *buf, size_t cap,
+                              struct iovec *msgs, size_t max_msgs,
+                              int64_t timeout_ns)
+{
+    if (!q || !msgs || max_msgs == 0 || (!buf && cap) ||
+        shmq__bad_timeout(timeout_ns))
+        return -EINVAL;
+    struct many_op op = {buf, cap, msgs, max_msgs > INT_MAX ? INT_MAX : max_msgs,
+                         0, 0};
+    int rc = shmq__run(q, many_attempt, &op, &q->hdr->not_empty.word,
+                       timeout_ns);
+    return rc < 0 ? rc : (int)op.count;
+}
