@@ -409,7 +409,7 @@ static int clean(const struct options *o)
     }
     int status = 0;
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
-        if (strncmp(e->d_name, STRAY_PREFIX, strlen(STRAY_PREFIX)) ||
+        if (strncmp(e->d_name, STRAY_PREFIX, strlen(STRAY_PREFIX)) != 0 ||
             !stray(dirfd(d), e->d_name))
             continue;
         if (!o->dry_run && unlinkat(dirfd(d), e->d_name, 0) < 0) {
