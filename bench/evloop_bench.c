@@ -89,7 +89,12 @@ static void consumer_open(struct consumer *c, enum variant v, shmq_t *q,
     int rc = 0;
     if (v == V_GET_SLEEP)
         rc = shmq_set_spin(q, 0);
-    if (v == V_URING)
+    /* A loop thread owns its ring: let the kernel run completions when
+     * it waits (Linux 6.1+), as io_uring's authors advise for loops. */
+    if (v == V_URING &&
+        io_uring_queue_init(4, &c->ring,
+                            IORING_SETUP_SINGLE_ISSUER |
+                                IORING_SETUP_DEFER_TASKRUN) < 0)
         rc = io_uring_queue_init(4, &c->ring, 0);
     if (v == V_POLLFD)
         rc = shmq_pollfd_open(&c->pfd, q, SHMQ_EV_READABLE);

@@ -560,7 +560,7 @@ Test(pollfd, bad_input_and_no_leak, .timeout = 30)
 /* Ping-pong stress across processes, on every path                     */
 /* ------------------------------------------------------------------ */
 
-enum path { P_URING, P_POLLFD_EPOLL, P_POLLFD_URING };
+enum path { P_URING, P_URING_DEFER, P_POLLFD_EPOLL, P_POLLFD_URING };
 
 /* The process in the event loop waits for `ev` on q; the other process
  * makes it true once per cycle and waits for the answer, so each cycle
@@ -661,6 +661,15 @@ static void loop_open(struct loop *l, enum path path, shmq_t *q, unsigned ev)
     l->q = q;
     l->ev = ev;
     l->ep = -1;
+    if (path == P_URING_DEFER) {
+        /* completions run only when this thread waits (Linux 6.1+) */
+        if (io_uring_queue_init(4, &l->ring,
+                                IORING_SETUP_SINGLE_ISSUER |
+                                    IORING_SETUP_DEFER_TASKRUN) < 0)
+            cr_skip_test("IORING_SETUP_DEFER_TASKRUN unavailable");
+        l->path = P_URING;
+        return;
+    }
     if (path != P_POLLFD_EPOLL)
         cr_assert_eq(io_uring_queue_init(path == P_URING ? 1 : 4, &l->ring, 0),
                      0, "ring");
@@ -819,6 +828,13 @@ Test(stress, uring_readable, .timeout = 120)
 {
     need_uring();
     pingpong("uring readable", P_URING, SHMQ_EV_READABLE, cycles(20000));
+}
+
+Test(stress, uring_defer_taskrun_readable, .timeout = 120)
+{
+    need_uring();
+    pingpong("uring (defer_taskrun)", P_URING_DEFER, SHMQ_EV_READABLE,
+             cycles(20000));
 }
 
 Test(stress, uring_writable, .timeout = 120)
