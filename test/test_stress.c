@@ -34,6 +34,7 @@ struct stress_cfg {
     bool own_handles;    /* children attach with shmq_from_fd */
     bool small_buffers;  /* consumers first try a SMALL_CAP buffer */
     unsigned zero_every; /* a 0-byte message every n messages; 1: all */
+    bool stop_storm;     /* SIGSTOP/SIGCONT children while producers run */
 };
 
 /* One delivery, as a consumer logged it. */
@@ -204,6 +205,7 @@ static pid_t spawn(shmq_t *q, struct stress_shared *sh,
 }
 
 struct stress_result {
+    uint64_t stops;
     uint64_t delivered, missing, duplicates, torn, bad_ids, misordered;
     uint64_t zero_expected, zero_got, errors;
     int first_rc, first_where;
@@ -261,6 +263,36 @@ static void reap_one(pid_t pid, int64_t deadline_ns, struct stress_result *r)
         r->children_failed++;
 }
 
+/* Stop and continue random children (producers from index `first`
+ * on) for 0.1 to 10 ms each, until every producer has put everything:
+ * processes stopped mid-put and mid-get, as a debugger, a cgroup freezer
+ * or a long preemption would. Nobody else may wait for them. */
+static void stop_storm(const pid_t *pids, unsigned n, unsigned first,
+                       struct stress_result *r)
+{
+    uint64_t seed = (uint64_t)th_now_ns();
+    cr_log_info("stop storm seed %" PRIu64, seed);
+    uint64_t rng = seed;
+    int64_t deadline = th_now_ns() + REAP_TIMEOUT_NS;
+    for (;;) {
+        bool producing = false;
+        for (unsigned i = first; i < n; i++) {
+            siginfo_t si = {0};
+            if (waitid(P_PID, (id_t)pids[i], &si,
+                       WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == 0)
+                producing = true;
+        }
+        if (!producing || th_now_ns() > deadline)
+            break;
+        pid_t victim = pids[th_rand_below(&rng, n)];
+        kill(victim, SIGSTOP);
+        th_sleep_ns(100000 + (int64_t)th_rand_below(&rng, 10 * TH_MS));
+        kill(victim, SIGCONT);
+        r->stops++;
+    }
+}
+
 static void run_stress(const struct stress_cfg *c, struct stress_result *r)
 {
     struct shmq_config qc = {.maxsize = c->maxsize,
@@ -286,6 +318,9 @@ static void run_stress(const struct stress_cfg *c, struct stress_result *r)
         pids[n++] = spawn(q, sh, c, false, i);
     for (unsigned i = 0; i < c->producers; i++)
         pids[n++] = spawn(q, sh, c, true, i);
+
+    if (c->stop_storm)
+        stop_storm(pids, n, c->consumers, r);
 
     /* Producers first; then close, so that consumers drain and stop. */
     int64_t deadline = th_now_ns() + REAP_TIMEOUT_NS;
@@ -313,9 +348,9 @@ static void expect_clean(const struct stress_cfg *c,
 {
     uint64_t checked = c->per_producer * c->producers - r->zero_expected;
     cr_log_info("%ux%u: %" PRIu64 " checked + %" PRIu64
-                " empty messages in %" PRId64 " ms",
+                " empty messages in %" PRId64 " ms, %" PRIu64 " stops",
                 c->producers, c->consumers, checked, r->zero_expected,
-                r->elapsed_ms);
+                r->elapsed_ms, r->stops);
     cr_expect_eq(r->children_hung, 0, "%u children hung", r->children_hung);
     cr_expect_eq(r->errors, 0,
                  "%" PRIu64 " unexpected results; first: %d (%s) at %s",
@@ -440,4 +475,20 @@ Test(stress, large_messages_both_get_paths, .timeout = 150)
                                .maxsize = 16,
                                .capacity = 65536,
                                .max_message = 16384});
+}
+
+/* 8 producers and 8 consumers, each stopped at random for up to 10 ms
+ * while the others go on: exactly once, in producer order, nothing torn,
+ * and nobody hangs behind a stopped process. */
+Test(stress, eight_by_eight_stop_storm, .timeout = 150)
+{
+    stress((struct stress_cfg){.producers = 8,
+                               .consumers = 8,
+                               .per_producer = th_scaled(250000, 5000),
+                               .max_len = 512,
+                               .maxsize = 256,
+                               .capacity = 64 << 10,
+                               .max_message = 1024,
+                               .own_handles = true,
+                               .stop_storm = true});
 }
