@@ -91,10 +91,9 @@ static void consumer_open(struct consumer *c, enum variant v, shmq_t *q,
         rc = shmq_set_spin(q, 0);
     /* A loop thread owns its ring: let the kernel run completions when
      * it waits (Linux 6.1+), as io_uring's authors advise for loops. */
-    if (v == V_URING &&
-        io_uring_queue_init(4, &c->ring,
-                            IORING_SETUP_SINGLE_ISSUER |
-                                IORING_SETUP_DEFER_TASKRUN) < 0)
+    if (v == V_URING && io_uring_queue_init(4, &c->ring,
+                                            IORING_SETUP_SINGLE_ISSUER |
+                                                IORING_SETUP_DEFER_TASKRUN) < 0)
         rc = io_uring_queue_init(4, &c->ring, 0);
     if (v == V_POLLFD)
         rc = shmq_pollfd_open(&c->pfd, q, SHMQ_EV_READABLE);
@@ -213,8 +212,7 @@ static void send_msg(enum variant v, shmq_t *q, int wr, const struct msg *m)
         die("shmq_put", rc);
 }
 
-static void pp_producer(enum variant v, shmq_t *q, int wr, int pong_rd,
-                        long n)
+static void pp_producer(enum variant v, shmq_t *q, int wr, int pong_rd, long n)
 {
     struct msg m = {0};
     for (long i = 0; i < n; i++) {
@@ -377,8 +375,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
             reps = atol(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--pingpong N] "
-                            "[--messages M] [--repeat R]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--quick] [--pingpong N] "
+                    "[--messages M] [--repeat R]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -386,8 +386,8 @@ int main(int argc, char **argv)
         return 2;
     bool uring = shmq_evloop_path() == SHMQ_EVLOOP_URING;
     struct result r[NVARIANT] = {0};
-    printf("# ping-pong: %ld round trips; 1x1: %ld messages of %d bytes\n",
-           n, m, MSG);
+    printf("# ping-pong: %ld round trips; 1x1: %ld messages of %d bytes\n", n,
+           m, MSG);
     printf("%-40s %9s %9s %9s %14s\n", "consumer waits with", "p50 us",
            "p99 us", "p99.9 us", "1x1 msg/s");
     for (long rep = 0; rep < reps; rep++)
@@ -401,8 +401,8 @@ int main(int argc, char **argv)
             continue;
         }
         median_of(v, reps, &r[v]);
-        printf("%-40s %9.1f %9.1f %9.1f %14.0f\n", names[v], r[v].p50,
-               r[v].p99, r[v].p999, r[v].rate);
+        printf("%-40s %9.1f %9.1f %9.1f %14.0f\n", names[v], r[v].p50, r[v].p99,
+               r[v].p999, r[v].rate);
     }
     if (uring)
         printf("# io_uring vs blocking get (no spin): p50 %.2fx, "

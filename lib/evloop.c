@@ -82,9 +82,8 @@ SHMQ_PUBLIC int shmq_evloop_set_path(int want)
 
 int shmq__ev_check(unsigned events)
 {
-    return events == SHMQ_EV_READABLE || events == SHMQ_EV_WRITABLE
-               ? 0
-               : -EINVAL;
+    return events == SHMQ_EV_READABLE || events == SHMQ_EV_WRITABLE ? 0
+                                                                    : -EINVAL;
 }
 
 uint64_t *shmq__ev_word(struct shmq *q, unsigned events)

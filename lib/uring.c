@@ -19,8 +19,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <linux/futex.h>
 #include <liburing.h>
+#include <linux/futex.h>
 #include <pthread.h>
 
 #include "evloop.h"
@@ -41,8 +41,8 @@ static bool ring_ready(const struct io_uring *ring)
 static void prep_futex_wait(struct io_uring_sqe *sqe, uint32_t *word,
                             uint32_t seen)
 {
-    io_uring_prep_rw(SHMQ_IORING_OP_FUTEX_WAIT, sqe, SHMQ_FUTEX2_SIZE_U32,
-                     word, 0, seen); /* off is addr2: the expected value */
+    io_uring_prep_rw(SHMQ_IORING_OP_FUTEX_WAIT, sqe, SHMQ_FUTEX2_SIZE_U32, word,
+                     0, seen);           /* off is addr2: the expected value */
     sqe->addr3 = FUTEX_BITSET_MATCH_ANY; /* 0 would be -EINVAL */
 }
 

@@ -185,7 +185,7 @@ Test(uring, close_completes_every_armed_wait, .timeout = 20)
     need_uring();
     shmq_t *q = make(1);
     cr_assert_eq(shmq_put_nowait(q, "f", 1), 0); /* full: not writable */
-    shmq_t *r = make(1);                          /* empty: not readable */
+    shmq_t *r = make(1);                         /* empty: not readable */
     struct io_uring ring;
     cr_assert_eq(io_uring_queue_init(16, &ring, 0), 0);
     enum { N = 6 };
@@ -266,8 +266,7 @@ Test(uring, timed_arm_woken_before_deadline, .timeout = 20)
     shmq_t *q = make(4);
     struct io_uring ring;
     cr_assert_eq(io_uring_queue_init(4, &ring, 0), 0);
-    cr_assert_eq(shmq_uring_arm(q, &ring, SHMQ_EV_READABLE, 7, 10 * TH_SEC),
-                 0);
+    cr_assert_eq(shmq_uring_arm(q, &ring, SHMQ_EV_READABLE, 7, 10 * TH_SEC), 0);
     io_uring_submit(&ring);
     pid_t pid = th_fork(put_after, q);
     int ready = 0, cancels = 0;
@@ -353,8 +352,7 @@ static int arm_then_thread(void *arg)
     TH_CHECK_EQ(threads_of_self(), 1);
     struct io_uring ring;
     TH_CHECK_EQ(io_uring_queue_init(2, &ring, 0), 0);
-    TH_CHECK_EQ(shmq_uring_arm(ft->q, &ring, SHMQ_EV_READABLE, 5,
-                               SHMQ_FOREVER),
+    TH_CHECK_EQ(shmq_uring_arm(ft->q, &ring, SHMQ_EV_READABLE, 5, SHMQ_FOREVER),
                 0);
     TH_CHECK_EQ(io_uring_submit(&ring), 1);
     pthread_t t;
@@ -679,8 +677,8 @@ static void loop_open(struct loop *l, enum path path, shmq_t *q, unsigned ev)
     if (path == P_POLLFD_EPOLL) {
         l->ep = epoll_create1(EPOLL_CLOEXEC);
         struct epoll_event e = {.events = EPOLLIN};
-        cr_assert_eq(
-            epoll_ctl(l->ep, EPOLL_CTL_ADD, shmq_pollfd_fd(l->p), &e), 0);
+        cr_assert_eq(epoll_ctl(l->ep, EPOLL_CTL_ADD, shmq_pollfd_fd(l->p), &e),
+                     0);
     }
 }
 
@@ -800,8 +798,8 @@ static void pingpong(const char *name, enum path path, unsigned ev, long n)
         if (ev == SHMQ_EV_READABLE) {
             got = drain_readable(&pp, lat, got);
         } else if (!shmq_full(pp.q)) {
-            lat[got] = th_now_ns() - __atomic_load_n(&pp.freed_at[got],
-                                                     __ATOMIC_ACQUIRE);
+            lat[got] = th_now_ns() -
+                       __atomic_load_n(&pp.freed_at[got], __ATOMIC_ACQUIRE);
             s.i = ++got;
             if (got < n)
                 cr_assert_eq(shmq_put_nowait(pp.q, &s, sizeof s), 0);
@@ -811,8 +809,8 @@ static void pingpong(const char *name, enum path path, unsigned ev, long n)
     long late = 0;
     for (long i = 0; i < got; i++)
         late += lat[i] > bound;
-    cr_assert_eq(got, n, "%s: cycle %ld: no wakeup within %lld ms", name,
-                 got, (long long)(5 * bound / TH_MS));
+    cr_assert_eq(got, n, "%s: cycle %ld: no wakeup within %lld ms", name, got,
+                 (long long)(5 * bound / TH_MS));
     th_assert_child_ok_within(pid, 10 * TH_SEC);
     report(name, lat, n);
     cr_assert_eq(late, 0, "%s: %ld messages unnoticed longer than %lld ms",

@@ -72,8 +72,8 @@ static int client(const struct sockaddr_un *addr)
         uint64_t seen = 0; /* replies may come in any order */
         for (uint32_t i = 0; i < n; i++) {
             struct msg m;
-            if (recv(s, &m, sizeof m, 0) != sizeof m ||
-                m.id - base >= n || m.value != m.id * m.id)
+            if (recv(s, &m, sizeof m, 0) != sizeof m || m.id - base >= n ||
+                m.value != m.id * m.id)
                 return 1;
             seen |= 1ull << (m.id - base);
         }
@@ -93,10 +93,10 @@ struct service {
     shmq_t *work, *results;
     shmq_pollfd_t *results_fd, *room_fd; /* SHMQ_EVLOOP_THREAD only */
     int listener, conn;
-    struct msg in;             /* the request being received */
-    bool have_pending;         /* a request waits for room in work */
+    struct msg in;     /* the request being received */
+    bool have_pending; /* a request waits for room in work */
     struct msg pending;
-    struct msg out[SLOTS];     /* replies being sent */
+    struct msg out[SLOTS]; /* replies being sent */
     bool busy[SLOTS];
     unsigned sending, answered;
     bool client_done, results_armed, room_armed;
@@ -116,8 +116,8 @@ static struct io_uring_sqe *sqe_for(struct service *s, uint64_t ud)
 /* Arm "ev on q" in the ring: a futex wait on the queue's own word where
  * the kernel has it, else a poll of the queue's pollfd. true when the
  * event holds already (nothing armed: look now). */
-static bool arm(struct service *s, shmq_t *q, shmq_pollfd_t *pfd,
-                unsigned ev, uint64_t ud)
+static bool arm(struct service *s, shmq_t *q, shmq_pollfd_t *pfd, unsigned ev,
+                uint64_t ud)
 {
     if (!pfd) {
         int rc = shmq_uring_arm(q, &s->ring, ev, ud, SHMQ_FOREVER);
@@ -189,8 +189,7 @@ static int service_queues(struct service *s)
             return -1;
         bool again = false;
         if (!s->results_armed && s->answered < REQUESTS) {
-            if (arm(s, s->results, s->results_fd, SHMQ_EV_READABLE,
-                    UD_RESULTS))
+            if (arm(s, s->results, s->results_fd, SHMQ_EV_READABLE, UD_RESULTS))
                 again = true;
             else
                 s->results_armed = true;
@@ -229,10 +228,9 @@ static int on_cqe(struct service *s, const struct io_uring_cqe *cqe)
          * nothing); a poll completion just says "look". */
         bool results = ud == UD_RESULTS;
         if (!(results ? s->results_fd : s->room_fd)) {
-            int v = shmq_uring_result(results ? s->results : s->work,
-                                      results ? SHMQ_EV_READABLE
-                                              : SHMQ_EV_WRITABLE,
-                                      cqe->res);
+            int v = shmq_uring_result(
+                results ? s->results : s->work,
+                results ? SHMQ_EV_READABLE : SHMQ_EV_WRITABLE, cqe->res);
             if (v < 0 && v != -ECANCELED)
                 return -1;
         }
