@@ -104,6 +104,12 @@ static int make_tables(struct shmq_pool *p)
     p->done_cap = POOL_TICKETS;
     p->done = calloc(p->done_cap, sizeof *p->done);
     p->jobs = calloc(p->sh.workers, sizeof *p->jobs);
+    p->freeq = calloc(POOL_TICKETS, sizeof *p->freeq);
+    if (!p->freeq)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < POOL_TICKETS; i++)
+        p->freeq[i] = i;
+    p->free_tail = POOL_TICKETS;
     p->sh.tq = calloc(p->sh.workers, sizeof *p->sh.tq);
     if (!p->tab || !p->done || !p->jobs || !p->sh.tq)
         return -ENOMEM;
@@ -169,6 +175,7 @@ static void free_all(struct shmq_pool *p)
     free(p->jobs);
     free(p->tab);
     free(p->done);
+    free(p->freeq);
     free(p->sh.tq);
     free(p->msg);
     free(p->send);
@@ -322,9 +329,10 @@ static int try_put_task(struct shmq_pool *p, shmq_task_fn fn, const void *arg,
     int rc = shmq__pool_put_job(p, (unsigned)w, sizeof *h + len, &rec,
                                 &e->index);
     if (rc != 0) {
-        e->ticket = 0; /* never given out */
+        e->ticket = 0; /* never given out; the entry stays free */
         return rc;
     }
+    shmq__pool_ticket_commit(p);
     e->slot = (uint32_t)w;
     e->state = E_PENDING;
     p->uncollected++;

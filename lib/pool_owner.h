@@ -18,7 +18,8 @@
 #include "pool.h"
 #include "wait.h"
 
-#define POOL_TICKETS       8192u /* uncollected tickets at most; power of 2 */
+#define POOL_TICKET_BITS   13
+#define POOL_TICKETS       (1u << POOL_TICKET_BITS) /* uncollected at most */
 #define POOL_JOBS_PER_SLOT 1024u /* jobs in flight per worker; power of 2 */
 #define POOL_INLINE        48u   /* results this small need no malloc */
 #define POOL_DEATHS_KEPT   64u   /* shmq_pool_death's memory */
@@ -88,7 +89,9 @@ struct shmq_pool {
     pid_t fs_pid;
     bool closed, terminated, fs_gone;
     uint32_t broken; /* enum pool_broken, once seen */
-    uint64_t next_ticket;
+    uint64_t next_ticket; /* generation of the last ticket given out */
+    uint32_t *freeq;      /* free entries, oldest freed first (a ring) */
+    uint64_t free_head, free_tail;
     size_t uncollected; /* entries not free */
     size_t pending;     /* entries waiting for their result */
     struct pool_entry *tab;
@@ -111,6 +114,7 @@ struct shmq_pool {
 /* pool_track.c */
 struct pool_entry *shmq__pool_entry(struct shmq_pool *p, uint64_t ticket);
 struct pool_entry *shmq__pool_ticket_new(struct shmq_pool *p);
+void shmq__pool_ticket_commit(struct shmq_pool *p);
 void shmq__pool_complete(struct shmq_pool *p, struct pool_entry *e, int status,
                          const void *data, size_t len);
 int shmq__pool_deliver(struct shmq_pool *p, struct pool_entry *e, void *buf,

@@ -33,21 +33,33 @@ struct pool_entry *shmq__pool_entry(struct shmq_pool *p, uint64_t ticket)
     return ticket && e->ticket == ticket ? e : NULL;
 }
 
-/* A free entry and a fresh ticket for it; NULL when POOL_TICKETS are
- * uncollected. Tickets grow; one whose entry is taken is skipped. */
+/* The next free entry (oldest freed first) with a fresh ticket: its
+ * generation above the entry's number, so a ticket is never reused
+ * while an earlier one of the same entry could still be asked about.
+ * NULL when POOL_TICKETS are uncollected. The entry stays on the free
+ * list until shmq__pool_ticket_commit. */
 struct pool_entry *shmq__pool_ticket_new(struct shmq_pool *p)
 {
-    if (p->uncollected >= POOL_TICKETS)
+    if (p->free_head == p->free_tail)
         return NULL;
-    for (;;) {
-        uint64_t t = ++p->next_ticket;
-        struct pool_entry *e = &p->tab[t & (POOL_TICKETS - 1)];
-        if (t != 0 && e->state == E_FREE) {
-            memset(e, 0, offsetof(struct pool_entry, inl));
-            e->ticket = t;
-            return e;
-        }
-    }
+    uint32_t i = p->freeq[p->free_head % POOL_TICKETS];
+    struct pool_entry *e = &p->tab[i];
+    memset(e, 0, offsetof(struct pool_entry, inl));
+    e->ticket = (++p->next_ticket << POOL_TICKET_BITS) | i;
+    return e;
+}
+
+void shmq__pool_ticket_commit(struct shmq_pool *p)
+{
+    p->free_head++;
+}
+
+static void ticket_free(struct shmq_pool *p, struct pool_entry *e)
+{
+    p->freeq[p->free_tail++ % POOL_TICKETS] =
+        (uint32_t)(e->ticket & (POOL_TICKETS - 1));
+    e->ticket = 0;
+    e->state = E_FREE;
 }
 
 static void done_push(struct shmq_pool *p, uint64_t ticket)
@@ -99,8 +111,7 @@ int shmq__pool_deliver(struct shmq_pool *p, struct pool_entry *e, void *buf,
     *status = e->status;
     free(e->data);
     e->data = NULL;
-    e->ticket = 0;
-    e->state = E_FREE;
+    ticket_free(p, e);
     p->uncollected--;
     return 0;
 }
