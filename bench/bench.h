@@ -109,6 +109,11 @@ extern const struct transport transport_mq;
 extern const struct transport transport_zmq;   /* name NULL when not built */
 extern const struct transport transport_boost; /* name NULL when not built */
 extern const struct transport transport_ring;  /* raw SPSC ring, limits.c */
+extern const struct transport transport_ringpp; /* its ping-pong, limits.c */
+extern const struct transport transport_vyukov; /* Vyukov MPMC ring */
+/* Bytes of the region of a default shmq queue (transport_vyukov.c): the
+ * footprint the raw rings are given for throughput. */
+size_t bench_default_footprint(void);
 
 /* payload.c: every message is stamped with (producer, sequence) and
  * carries a per-producer pattern; the receiver checks every byte. */
@@ -186,7 +191,7 @@ struct column {
 };
 
 #define BENCH_MAX_CELLS 64
-#define BENCH_MAX_COLS  12
+#define BENCH_MAX_COLS  16
 
 struct bench {
     struct cell cells[BENCH_MAX_CELLS];

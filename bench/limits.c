@@ -4,12 +4,16 @@
  * the same run as the transports:
  *
  *   ring    a raw single-producer single-consumer shared-memory ring with
- *           busy polling: fixed slots, head and tail on their own cache
- *           lines, each side caching the other's index. No waiting, no
- *           multi-producer claim, no crash safety: the throughput ceiling
- *           of any shared-memory queue. It runs through the same harness
- *           (same processes, payloads and checks) as the transports.
- *   spin    two processes bouncing one cache line: the latency floor.
+ *           busy polling (rings.c), as big as a default shmq queue: no
+ *           waiting, no multi-producer claim, no crash safety: the
+ *           throughput ceiling of any shared-memory queue. It runs
+ *           through the same harness (same processes, payloads and
+ *           checks) as the transports. The Vyukov MPMC ring, the
+ *           ceiling of a crash-oblivious MPMC queue, is
+ *           transport_vyukov.c.
+ *   ringpp  ping-pong over two such rings: the floor of a polling round
+ *           trip that moves and checks the same payload as shmq's.
+ *   spin    two processes bouncing one cache line: the bare floor.
  *   futex   two processes waking each other with FUTEX_WAKE/FUTEX_WAIT
  *           on every message: the floor of a blocking wakeup.
  *   memcpy  one core copying messages into an 8 MiB area (the size of a
@@ -29,24 +33,20 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "rings.h"
 
 #define CL         64
 #define RING_BYTES (8u << 20)
 
 /* ---------------------------------------------------------------- */
-/* raw SPSC ring                                                      */
+/* raw SPSC ring (rings.c): throughput 1x1, and the ring floor of      */
+/* adaptive ping-pong                                                  */
 /* ---------------------------------------------------------------- */
 
-struct ring_shared {
-    _Alignas(CL) _Atomic uint64_t head; /* written by the producer */
-    _Alignas(CL) _Atomic uint64_t tail; /* written by the consumer */
-    _Alignas(CL) unsigned char slots[];
-};
-
 struct ring_priv {
-    struct ring_shared *sh;
-    size_t map_size, slot, nslots; /* nslots: a power of two */
-    uint64_t mine, cached;         /* own index, the other side's */
+    struct spsc r;
+    struct spsc_shared *sh;
+    size_t map_size;
 };
 
 static const char *ring_usable(const struct cell *c)
@@ -56,16 +56,29 @@ static const char *ring_usable(const struct cell *c)
     return NULL;
 }
 
+static const char *ringpp_usable(const struct cell *c)
+{
+    if (c->sc != SC_LATENCY || c->mode != WAIT_ADAPTIVE)
+        return "n/a: polling ping-pong only";
+    return NULL;
+}
+
+/* Throughput: a default shmq queue's footprint (as the Vyukov ring).
+ * Ping-pong: a request/response ring as small as shmq's latency queue
+ * (64 KiB, or 16 messages), whose pages the warm-up touches. */
+static size_t ring_footprint(const struct cell *c)
+{
+    if (c->sc == SC_LATENCY)
+        return c->size * 16 > (64u << 10) ? c->size * 16 : 64u << 10;
+    return bench_default_footprint();
+}
+
 static int ring_setup(struct chan *ch)
 {
     struct ring_priv *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
-    p->slot = (8 + ch->cell->size + CL - 1) & ~(size_t)(CL - 1);
-    p->nslots = 2;
-    while (p->nslots * 2 * p->slot <= RING_BYTES && p->nslots < 65536)
-        p->nslots *= 2;
-    p->map_size = sizeof(struct ring_shared) + p->nslots * p->slot;
+    p->map_size = spsc_size(&p->r, ch->cell->size, ring_footprint(ch->cell));
     p->sh = mmap(NULL, p->map_size, PROT_READ | PROT_WRITE,
                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p->sh == MAP_FAILED) {
@@ -83,49 +96,29 @@ static int ring_attach(struct chan *ch, enum role role, int idx)
     ch->role = role;
     ch->role_index = idx;
     /* the parent sends the stop message after the producer exited */
-    if (role == ROLE_CONSUMER) {
-        p->mine = atomic_load_explicit(&p->sh->tail, memory_order_relaxed);
-        p->cached = atomic_load_explicit(&p->sh->head, memory_order_acquire);
-    } else {
-        p->mine = atomic_load_explicit(&p->sh->head, memory_order_relaxed);
-        p->cached = atomic_load_explicit(&p->sh->tail, memory_order_acquire);
-    }
+    if (role == ROLE_CONSUMER)
+        spsc_attach_consumer(&p->r, p->sh);
+    else
+        spsc_attach_producer(&p->r, p->sh);
     return 0;
 }
 
 static int ring_send(struct chan *ch, const void *buf, size_t len)
 {
     struct ring_priv *p = ch->priv;
-    while (p->mine - p->cached >= p->nslots) {
-        /* pairs with the consumer's release of tail: slot is free */
-        p->cached = atomic_load_explicit(&p->sh->tail, memory_order_acquire);
+    int rc;
+    while ((rc = spsc_try_put(&p->r, buf, len)) == -EAGAIN)
         __builtin_ia32_pause();
-    }
-    unsigned char *s = p->sh->slots + (p->mine & (p->nslots - 1)) * p->slot;
-    uint64_t l = len;
-    memcpy(s, &l, 8);
-    memcpy(s + 8, buf, len);
-    /* publishes the slot's bytes to the consumer's acquire of head */
-    atomic_store_explicit(&p->sh->head, ++p->mine, memory_order_release);
-    return 0;
+    return rc;
 }
 
 static int ring_recv(struct chan *ch, void *buf, size_t cap, size_t *len)
 {
     struct ring_priv *p = ch->priv;
-    while (p->mine == p->cached) {
-        p->cached = atomic_load_explicit(&p->sh->head, memory_order_acquire);
+    int rc;
+    while ((rc = spsc_try_get(&p->r, buf, cap, len)) == -EAGAIN)
         __builtin_ia32_pause();
-    }
-    unsigned char *s = p->sh->slots + (p->mine & (p->nslots - 1)) * p->slot;
-    uint64_t l;
-    memcpy(&l, s, 8);
-    if (l > cap)
-        return -EBADMSG;
-    memcpy(buf, s + 8, l);
-    *len = l;
-    atomic_store_explicit(&p->sh->tail, ++p->mine, memory_order_release);
-    return 0;
+    return rc;
 }
 
 static void ring_detach(struct chan *ch)
@@ -145,6 +138,22 @@ const struct transport transport_ring = {
     .label = "raw SPSC ring",
     .kind = TK_LIMIT,
     .usable = ring_usable,
+    .setup = ring_setup,
+    .attach = ring_attach,
+    .send = ring_send,
+    .recv = ring_recv,
+    .detach = ring_detach,
+    .teardown = ring_teardown,
+};
+
+/* Two raw rings, one each way, polled: the floor of a ping-pong that
+ * moves (and checks) the same payload as shmq, where the spin floor
+ * bounces a bare flag. */
+const struct transport transport_ringpp = {
+    .name = "ringpp",
+    .label = "ring floor",
+    .kind = TK_LIMIT,
+    .usable = ringpp_usable,
     .setup = ring_setup,
     .attach = ring_attach,
     .send = ring_send,

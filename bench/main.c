@@ -62,7 +62,8 @@ static void usage(FILE *f)
         "  --shape LIST         e.g. 1x1,8x8 (PxC, P = C = 1, 2, 4 or 8)\n"
         "  --mode LIST          blocking,adaptive (latency waits)\n"
         "  --transport LIST     shmq,pipe,seqpacket,mq,zmq,boost,python,\n"
-        "                       ring,memcpy,spin,futex (default: all)\n"
+        "                       ring,vyukov,memcpy,ringpp,spin,futex\n"
+        "                       (default: all)\n"
         "  --json FILE          every figure, per round, and the machine\n"
         "  --plot DIR           PNG charts (gnuplot)\n"
         "  --no-pin             do not pin the two processes of 1x1 and\n"
@@ -233,7 +234,11 @@ static void columns(struct bench *b, const struct opts *o)
             picked(o, "python") ? python_missing() : NULL);
     add_col(b, o, "ring", "raw SPSC ring", TK_LIMIT, HOW_HARNESS,
             &transport_ring, NULL);
+    add_col(b, o, "vyukov", "Vyukov MPMC ring", TK_LIMIT, HOW_HARNESS,
+            &transport_vyukov, NULL);
     add_col(b, o, "memcpy", "memcpy", TK_LIMIT, HOW_MEMCPY, NULL, NULL);
+    add_col(b, o, "ringpp", "ring floor", TK_LIMIT, HOW_HARNESS,
+            &transport_ringpp, NULL);
     add_col(b, o, "spin", "spin floor", TK_LIMIT, HOW_SPIN, NULL, NULL);
     add_col(b, o, "futex", "futex floor", TK_LIMIT, HOW_FUTEX, NULL, NULL);
 }
@@ -248,7 +253,7 @@ bool column_applies(const struct column *col, const struct cell *c)
     case HOW_FUTEX:
         return c->sc == SC_LATENCY && c->mode == WAIT_BLOCK;
     case HOW_HARNESS:
-        return col->t != &transport_ring || !col->t->usable(c);
+        return col->kind != TK_LIMIT || !col->t->usable(c);
     case HOW_PYTHON:
         return true;
     }

@@ -335,14 +335,16 @@ static const char *label_of(const struct bench *b, int col)
 static void throughput_ratios(const struct bench *b, FILE *out)
 {
     int s = col_of(b, "shmq"), mc = col_of(b, "memcpy");
-    char m[64];
+    int vy = col_of(b, "vyukov");
+    char m[64], v[64];
     if (s < 0)
         return;
     fprintf(out, "\n### shmq throughput ratios (shmq ÷ other, messages/s; "
                  "median (min–max) of per-round ratios; higher is better)\n\n"
                  "| P×C | size | ÷ pipe | ÷ fastest peer | fastest peer |"
-                 " ÷ raw SPSC ring (1x1) | ÷ memcpy (bytes/s) |\n"
-                 "|---|---:|---:|---:|---|---:|---:|\n");
+                 " ÷ raw SPSC ring (1x1) | ÷ Vyukov MPMC ring |"
+                 " ÷ memcpy (bytes/s) |\n"
+                 "|---|---:|---:|---:|---|---:|---:|---:|\n");
     for (size_t k = 0; k < b->ncells; k++) {
         const struct cell *c = &b->cells[k];
         struct shmq_ratios r;
@@ -351,9 +353,10 @@ static void throughput_ratios(const struct bench *b, FILE *out)
         shmq_ratios_of(b, k, s, &r);
         fmt_ratio(m, sizeof(m),
                   ratio_of(b, (int)k, s, r.limit_cell, mc, get_byte_rate));
-        fprintf(out, "| %ux%u | %s | %s | %s | %s | %s | %s |\n", c->producers,
-                c->consumers, size_name(c->size), r.pipe, r.peer,
-                label_of(b, r.peer_col), r.limit, m);
+        fmt_ratio(v, sizeof(v), ratio_of(b, (int)k, s, (int)k, vy, NULL));
+        fprintf(out, "| %ux%u | %s | %s | %s | %s | %s | %s | %s |\n",
+                c->producers, c->consumers, size_name(c->size), r.pipe, r.peer,
+                label_of(b, r.peer_col), r.limit, v, m);
     }
 }
 
@@ -394,17 +397,21 @@ static void latency_tables(const struct bench *b, FILE *out)
     fprintf(out, "\n### shmq latency ratios (shmq p50 ÷ other p50; median "
                  "(min–max) of per-round ratios; lower is better)\n\n"
                  "| size | wait | ÷ pipe | ÷ fastest peer | fastest peer |"
-                 " ÷ floor | floor |\n|---:|---|---:|---:|---|---:|---|\n");
+                 " ÷ floor | floor | ÷ ring floor (same payload) |\n"
+                 "|---:|---|---:|---:|---|---:|---|---:|\n");
     for (size_t k = 0; k < b->ncells; k++) {
         const struct cell *c = &b->cells[k];
         struct shmq_ratios r;
         if (c->sc != SC_LATENCY)
             continue;
         shmq_ratios_of(b, k, s, &r);
-        fprintf(out, "| %s | %s | %s | %s | %s | %s | %s |\n",
+        fmt_ratio(v[0], sizeof(v[0]),
+                  ratio_of(b, (int)k, s, (int)k, col_of(b, "ringpp"), NULL));
+        fprintf(out, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
                 size_name(c->size),
                 c->mode == WAIT_BLOCK ? "blocking" : "adaptive", r.pipe, r.peer,
-                label_of(b, r.peer_col), r.limit, label_of(b, r.limit_col));
+                label_of(b, r.peer_col), r.limit, label_of(b, r.limit_col),
+                v[0]);
     }
 }
 
@@ -446,8 +453,15 @@ static size_t targets(const struct bench *b, struct target *t)
     t[n++] = (struct target){"ping-pong 64 B adaptive: p50 ÷ spin floor ≤ 2",
                              ratio_of(b, la, s, la, col_of(b, "spin"), NULL), 2,
                              false};
-    t[n++] = (struct target){"8x8 64 B: shmq ÷ shmq 1x1 64 B ≥ 0.50",
-                             ratio_of(b, k88, s, k64, s, NULL), 0.5, true};
+    /* issue 7 (ring v2) */
+    t[n++] = (struct target){
+        "1x1 64 B: shmq ÷ Vyukov MPMC ring ≥ 0.80",
+        ratio_of(b, k64, s, k64, col_of(b, "vyukov"), NULL), 0.8, true};
+    t[n++] = (struct target){
+        "ping-pong 64 B adaptive: p50 ÷ ring floor ≤ 1.0",
+        ratio_of(b, la, s, la, col_of(b, "ringpp"), NULL), 1.0, false};
+    t[n++] = (struct target){"8x8 64 B: shmq ÷ shmq 1x1 64 B ≥ 0.60",
+                             ratio_of(b, k88, s, k64, s, NULL), 0.6, true};
     /* no cell where shmq is slower than pipe: the worst cell's median */
     struct ratio worst = {0};
     const char *where = "";
@@ -483,7 +497,7 @@ static const char *verdict(const struct target *t)
 
 static void target_table(const struct bench *b, FILE *out)
 {
-    struct target t[8];
+    struct target t[12];
     size_t n = targets(b, t);
     char q[64];
     fprintf(out, "\n### Targets (ratios within a round, median (min–max))"
@@ -634,7 +648,7 @@ int report_json(const struct bench *b, const char *path)
 {
     FILE *f = fopen(path, "w");
     struct utsname u;
-    struct target t[8];
+    struct target t[12];
     size_t nt;
     if (!f)
         return -1;
@@ -740,6 +754,12 @@ int report_json(const struct bench *b, const char *path)
                    ratio_of(b, (int)k, s, (int)k, FASTEST_PEER, NULL));
         fputs(", ", f);
         json_ratio(f, "vs_limit", ratio_of(b, (int)k, s, lk, lc, NULL));
+        fputs(", ", f);
+        json_ratio(f, c->sc == SC_THROUGHPUT ? "vs_vyukov" : "vs_ring_floor",
+                   ratio_of(b, (int)k, s, (int)k,
+                            col_of(b, c->sc == SC_THROUGHPUT ? "vyukov"
+                                                             : "ringpp"),
+                            NULL));
         if (c->sc == SC_THROUGHPUT) {
             fputs(", ", f);
             json_ratio(
