@@ -311,6 +311,56 @@ Test(claims, enomem_when_the_region_cannot_be_mapped, .timeout = 20)
 #endif
 }
 
+/* Grandchild: its first call on an inherited handle needs a slot of its
+ * own, and all 1024 are taken. */
+static int first_call_in_fork(void *arg)
+{
+    shmq_t *q = arg;
+    errno = 4321;
+    TH_CHECK_EQ(shmq_put_nowait(q, "x", 1), -EUSERS);
+    char buf[8];
+    size_t len;
+    TH_CHECK_EQ(shmq_get_nowait(q, buf, sizeof buf, &len), -EUSERS);
+    TH_CHECK_EQ(errno, 4321);
+    return 0;
+}
+
+/* Child: fill every participant slot, then fork. */
+static int child_fill_slots_then_fork(void *arg)
+{
+    (void)arg;
+    struct rlimit rl;
+    TH_CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max < 2 * 1024 + 64)
+        return 77;
+    rl.rlim_cur = rl.rlim_max;
+    TH_CHECK_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    static shmq_t *h[1024];
+    TH_CHECK_EQ(shmq_create(&h[0], &small), 0);
+    unsigned n = 1;
+    int rc;
+    while (n < 1024 && (rc = shmq_from_fd(&h[n], shmq_fd(h[0]))) == 0)
+        n++;
+    TH_CHECK_EQ(n, 1024);
+    shmq_t *extra = NULL;
+    TH_CHECK_EQ(shmq_from_fd(&extra, shmq_fd(h[0])), -EUSERS);
+    pid_t pid = th_fork(first_call_in_fork, h[0]);
+    int st = th_wait_pid(pid, 20 * TH_SEC);
+    TH_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (unsigned i = 0; i < n; i++)
+        shmq_release(h[i]);
+    return 0;
+}
+
+Test(claims, eusers_on_a_forked_childs_first_call, .timeout = 60)
+{
+    pid_t pid = th_fork(child_fill_slots_then_fork, NULL);
+    int st = th_wait_pid(pid, 50 * TH_SEC);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        cr_skip_test("RLIMIT_NOFILE hard limit too low for 1024 handles");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+}
+
 /* ------------------------------------------------------------------ */
 /* Memory freed with the last handle                                    */
 /* ------------------------------------------------------------------ */

@@ -512,7 +512,7 @@ static void expect_timeout_get(shmq_t *q, int64_t t)
     cr_assert_eq(r, -ETIMEDOUT, "get with %lld ns: %d", (long long)t, r);
     cr_assert_geq(dt, t, "returned after %lld ns, before %lld", (long long)dt,
                   (long long)t);
-    cr_assert_lt(dt, t + 5 * TH_SEC, "took %lld ns", (long long)dt);
+    cr_assert_lt(dt, t + TH_TIMEOUT_SLACK_NS, "took %lld ns", (long long)dt);
 }
 
 static void expect_timeout_put(shmq_t *q, int64_t t)
@@ -523,7 +523,7 @@ static void expect_timeout_put(shmq_t *q, int64_t t)
     cr_assert_eq(r, -ETIMEDOUT, "put with %lld ns: %d", (long long)t, r);
     cr_assert_geq(dt, t, "returned after %lld ns, before %lld", (long long)dt,
                   (long long)t);
-    cr_assert_lt(dt, t + 5 * TH_SEC, "took %lld ns", (long long)dt);
+    cr_assert_lt(dt, t + TH_TIMEOUT_SLACK_NS, "took %lld ns", (long long)dt);
 }
 
 Test(putget, get_times_out, .timeout = 20)
