@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -190,17 +191,36 @@ static mode_t readers_without_write(mode_t mode)
     return (mode_t)((mode & 0444) >> 1 & ~(mode & 0222)) << 1;
 }
 
-/* The umask may take write from a class and leave it read: take read
- * too, so the file's mode keeps the rule above. */
-static int drop_lone_read(int fd)
+/* The process's umask, without changing it (umask(2) would, for every
+ * thread at once): Linux 4.7 and later show it in /proc/self/status. */
+static int process_umask(mode_t *mask)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0)
+    char buf[2048];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return -errno;
-    mode_t lone = readers_without_write(st.st_mode & 07777);
-    if (lone && fchmod(fd, (st.st_mode & 07777) & ~lone) < 0)
-        return -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -EIO;
+    buf[n] = '\0';
+    const char *line = strstr(buf, "\nUmask:");
+    if (!line)
+        return -ENOSYS;
+    char *end;
+    unsigned long v = strtoul(line + 7, &end, 8);
+    if (end == line + 7 || v > 0777)
+        return -EIO;
+    *mask = (mode_t)v;
     return 0;
+}
+
+/* The mode the file ends with: the umask applied, and where it took
+ * write from a class and left read, read taken too (the rule above). */
+static int set_final_mode(int fd, mode_t wanted)
+{
+    wanted &= 07777;
+    return fchmod(fd, wanted & ~readers_without_write(wanted)) < 0 ? -errno : 0;
 }
 
 static int shm_named(uint64_t size, char *tmp, size_t cap, mode_t mode)
@@ -209,17 +229,26 @@ static int shm_named(uint64_t size, char *tmp, size_t cap, mode_t mode)
         mode = 0600;
     if (readers_without_write(mode))
         return -EINVAL;
+    /* Owner-only until the final mode is set, so that nobody else can
+     * open the file in between (and keep a descriptor it should not
+     * have). Without the umask at hand, the mode from the start. */
+    mode_t mask = 0;
+    bool mask_known = process_umask(&mask) == 0;
     int fd = -1;
     /* a stray private name left by a creator that died may be taken */
     for (int i = 0; fd < 0 && i < 8; i++) {
         tmp_name(tmp, cap);
-        fd = shm_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+        fd = shm_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                      mask_known ? mode & 0700 : mode);
         if (fd < 0 && errno != EEXIST)
             return -errno;
     }
     if (fd < 0)
         return -EEXIST;
-    int rc = drop_lone_read(fd);
+    struct stat st;
+    int rc = fstat(fd, &st) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = set_final_mode(fd, mask_known ? mode & ~mask : st.st_mode);
     if (rc == 0)
         rc = allocate(fd, size);
     if (rc < 0) {
