@@ -24,10 +24,6 @@
  * before they report the queue as empty. */
 #define NOWAIT_POLLS 256
 
-bool shmq__closed(const struct shmq *q)
-{
-    return load_acquire(&q->hdr->closed.word) != 0;
-}
 
 /* If the record holding us up belongs to a dead process, recover it.
  * true only when this call changed the record, so that callers looping

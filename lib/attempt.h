@@ -6,9 +6,11 @@
 #ifndef SHMQ_ATTEMPT_H
 #define SHMQ_ATTEMPT_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "liveness.h"
 #include "ring.h"
 #include "shmq.h"
 
@@ -17,7 +19,10 @@
 typedef int (*attempt_fn)(struct shmq *q, void *op, struct ring_stall *s);
 
 /* Has any handle closed the queue? */
-bool shmq__closed(const struct shmq *q);
+static inline bool shmq__closed(const struct shmq *q)
+{
+    return load_acquire(&q->hdr->closed.word) != 0;
+}
 
 /* Run fn until it is done or final, waiting on event (the futex event
  * its progress depends on) for up to timeout_ns (SHMQ_NOWAIT: a few
@@ -25,6 +30,12 @@ bool shmq__closed(const struct shmq *q);
  * first. Keeps errno. Returns fn's result, or -ETIMEDOUT / -EAGAIN. */
 int shmq__run(struct shmq *q, attempt_fn fn, void *op, uint64_t *event,
               int64_t timeout_ns);
+
+/* Did a first try leave nothing to wait for? */
+static inline bool shmq__final(int rc)
+{
+    return rc != -EAGAIN && rc != -EINPROGRESS;
+}
 
 /* Make sure q is registered in this process (after fork). 0 or the
  * errors of registration. Keeps errno. */

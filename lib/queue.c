@@ -235,6 +235,12 @@ SHMQ_PUBLIC int shmq_put(shmq_t *q, const void *msg, size_t len,
     if (len > q->geo.max_message)
         return -EMSGSIZE;
     struct put_op op = {msg, len};
+    if (likely(liveness_current(q))) { /* the fast path: one try */
+        struct ring_stall s = {0};
+        int rc = put_attempt(q, &op, &s);
+        if (shmq__final(rc))
+            return rc;
+    }
     return shmq__run(q, put_attempt, &op, &q->hdr->not_full.word, timeout_ns);
 }
 
@@ -294,7 +300,14 @@ SHMQ_PUBLIC int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
     if (!q || !len || (!buf && cap) || shmq__bad_timeout(timeout_ns))
         return -EINVAL;
     struct get_op op = {buf, cap, 0};
-    int rc = shmq__run(q, get_attempt, &op, &q->hdr->not_empty.word, timeout_ns);
+    int rc = -EAGAIN;
+    if (likely(liveness_current(q))) { /* the fast path: one try */
+        struct ring_stall s = {0};
+        rc = get_attempt(q, &op, &s);
+    }
+    if (!shmq__final(rc))
+        rc = shmq__run(q, get_attempt, &op, &q->hdr->not_empty.word,
+                       timeout_ns);
     if (rc == 0 || rc == -ENOBUFS)
         *len = (size_t)op.len;
     return rc;

@@ -96,11 +96,10 @@ static bool in_window(const struct shmq *q, uint64_t r, uint64_t p)
 static uint64_t cursor_start(const struct shmq *q, uint64_t r, uint64_t hint,
                              uint64_t cache, bool head)
 {
-    uint64_t best = r;
-    if (in_window(q, r, cache))
-        best = cache;
-    if (in_window(q, r, hint) &&
-        pos_seq(hint) - pos_seq(r) > pos_seq(best) - pos_seq(r)) {
+    uint64_t best = in_window(q, r, cache) ? cache : r;
+    /* One handle alone is never behind the hint: skip its check. */
+    if (pos_seq(hint) - pos_seq(best) - 1 < q->geo.maxsize &&
+        in_window(q, r, hint)) {
         uint32_t prev = pos_seq(hint) - 1;
         uint64_t w = load_acquire(&ring_desc(q, prev)->word);
         if (desc_seq(w) == prev && (!head || state_done(desc_state(w))))
@@ -355,13 +354,10 @@ static int take_record(struct shmq *q, struct walk at, uint64_t w, void *buf,
  * or the errors of take_record. The scan goes to the tail, not just to
  * where the caller's walk ended: a record announced before we read the
  * word lies before the tail we reach, so clearing never loses it. */
-static int take_late(struct shmq *q, void *buf, size_t cap, uint64_t *len,
-                     struct ring_ref *ref)
+static int take_late_scan(struct shmq *q, uint64_t seen, void *buf,
+                          size_t cap, uint64_t *len, struct ring_ref *ref)
 {
     uint64_t *word = &q->hdr->late.word;
-    uint64_t seen = load_acquire(word);
-    if (!(seen & LATE_HAS))
-        return -EAGAIN;
     uint64_t r = load_acquire(&q->hdr->release.word);
     struct walk at = {pos_seq(r), pos_units(r)};
     uint32_t n = q->geo.desc_count;
@@ -387,6 +383,15 @@ static int take_late(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
                ? -EAGAIN
                : 1;
+}
+
+static inline int take_late(struct shmq *q, void *buf, size_t cap,
+                            uint64_t *len, struct ring_ref *ref)
+{
+    uint64_t seen = load_acquire(&q->hdr->late.word);
+    if (likely(!(seen & LATE_HAS)))
+        return -EAGAIN;
+    return take_late_scan(q, seen, buf, cap, len, ref);
 }
 
 /* Mark the records being written in [from, to) as skipped, so that the

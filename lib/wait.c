@@ -22,7 +22,6 @@
 #include "internal.h"
 #include "wait.h"
 
-#define EVENT_SLEEPERS 0x80000000u
 
 int64_t wait_now(void)
 {
@@ -89,10 +88,9 @@ bool wait_has_sleepers(uint64_t *event)
            EVENT_SLEEPERS;
 }
 
-void wait_signal(uint64_t *event)
+void wait_signal_slow(uint64_t *event, uint32_t v)
 {
     uint32_t *ev = event_word(event);
-    uint32_t v = __atomic_load_n(ev, __ATOMIC_SEQ_CST);
     while (v & EVENT_SLEEPERS) {
         uint32_t next = (v + 1) & ~EVENT_SLEEPERS;
         if (__atomic_compare_exchange_n(ev, &v, next, 0, __ATOMIC_SEQ_CST,

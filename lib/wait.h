@@ -32,8 +32,21 @@ int wait_sleep(uint64_t *event, uint32_t seen, wait_deadline_t until);
 /* Does anybody sleep on the event (or is about to)? */
 bool wait_has_sleepers(uint64_t *event);
 
-/* Wake every sleeper if there is one. Cheap when nobody sleeps. */
-void wait_signal(uint64_t *event);
+#define EVENT_SLEEPERS 0x80000000u
+
+/* The part of wait_signal that wakes. */
+void wait_signal_slow(uint64_t *event, uint32_t seen);
+
+/* Wake every sleeper if there is one. One load when nobody sleeps. */
+static inline void wait_signal(uint64_t *event)
+{
+    /* seq_cst: the signaller's part of the Dekker argument (wait.c), after
+     * the seq_cst step that published what the sleepers wait for. The
+     * futex is the low half of the word (little-endian). */
+    uint32_t v = __atomic_load_n((uint32_t *)event, __ATOMIC_SEQ_CST);
+    if (v & EVENT_SLEEPERS)
+        wait_signal_slow(event, v);
+}
 
 /* Wake every sleeper, flag or not (close). */
 void wait_broadcast(uint64_t *event);
