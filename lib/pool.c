@@ -91,11 +91,7 @@ static int make_queues(struct shmq_pool *p)
         rc = make_queue(&p->sh.tq[w], tq_max, TQ_MAXSIZE, TQ_MIN_CAPACITY);
     if (rc != 0)
         return rc;
-    p->msg_cap = shmq_max_message(p->sh.rq);
-    p->send_cap = shmq_max_message(p->sh.tq[0]);
-    p->msg = malloc(p->msg_cap);
-    p->send = malloc(p->send_cap);
-    return p->msg && p->send ? 0 : -ENOMEM;
+    return 0;
 }
 
 static int make_tables(struct shmq_pool *p)
@@ -177,8 +173,6 @@ static void free_all(struct shmq_pool *p)
     free(p->done);
     free(p->freeq);
     free(p->sh.tq);
-    free(p->msg);
-    free(p->send);
     free(p);
 }
 
@@ -320,13 +314,11 @@ static int try_put_task(struct shmq_pool *p, shmq_task_fn fn, const void *arg,
     struct pool_entry *e = shmq__pool_ticket_new(p);
     if (!e)
         return -EAGAIN;
-    struct pool_task_hdr *h = (struct pool_task_hdr *)p->send;
-    *h = (struct pool_task_hdr){.ticket = e->ticket, .fn = (uintptr_t)fn,
-                                .limit_ns = limit_ns, .kind = JOB_TASK};
-    if (len)
-        memcpy(h + 1, arg, len);
+    struct pool_task_hdr h = {.ticket = e->ticket, .fn = (uintptr_t)fn,
+                              .limit_ns = limit_ns, .kind = JOB_TASK};
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)arg, len}};
     struct pool_jobrec rec = {.ticket = e->ticket, .kind = JOB_TASK};
-    int rc = shmq__pool_put_job(p, (unsigned)w, sizeof *h + len, &rec,
+    int rc = shmq__pool_put_job(p, (unsigned)w, iov, len ? 2 : 1, &rec,
                                 &e->index);
     if (rc != 0) {
         e->ticket = 0; /* never given out; the entry stays free */
@@ -352,8 +344,10 @@ static int submit(struct shmq_pool *p, shmq_task_fn fn, const void *arg,
     int rc = refuse(p);
     if (rc != 0)
         return rc;
-    if (limit_ns > 0 && !load_relaxed(&p->sh.ctl->limits))
+    if (limit_ns > 0 && !load_relaxed(&p->sh.ctl->limits)) {
         store_relaxed(&p->sh.ctl->limits, 1u);
+        send_cmd(p, CMD_LIMITS, 0, 0, 0); /* it may sleep without a tick */
+    }
     wait_deadline_t until = wait_deadline(timeout_ns);
     bool nowait = timeout_ns == SHMQ_NOWAIT;
     for (;;) {

@@ -120,7 +120,8 @@ struct pool_item_hdr { /* one result inside a BATCH message, 8-aligned */
 #define POOL_ALIGN8(x) (((x) + 7u) & ~(size_t)7u)
 
 /* Fork server commands, over the owner's socket. */
-enum pool_cmd { CMD_KILL = 1, CMD_TERMINATE, CMD_STOP };
+/* CMD_LIMITS: time limits are in use from now on: poll with a tick. */
+enum pool_cmd { CMD_KILL = 1, CMD_TERMINATE, CMD_STOP, CMD_LIMITS };
 struct pool_cmd_msg {
     uint32_t cmd;
     uint32_t slot;

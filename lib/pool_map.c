@@ -86,22 +86,24 @@ static void batch_release(struct pool_map *m, struct pool_batch *b)
 /* A BATCH message: items ticket .. ticket + count of the map, each an
  * item header and its result at 8-aligned offsets. */
 void shmq__pool_map_batch(struct shmq_pool *p, const struct pool_jobrec *j,
-                          const struct pool_result_hdr *h, size_t len)
+                          const struct pool_result_hdr *h,
+                          const unsigned char *msg, size_t len)
 {
     struct pool_batch *b = batch_of(p, j);
     if (!b)
         return; /* a map that returned already */
-    const unsigned char *msg = (const unsigned char *)h;
     size_t off = sizeof *h;
     for (uint32_t k = 0; k < h->count; k++) {
-        const struct pool_item_hdr *ih = (const void *)(msg + off);
-        if (len - off < sizeof *ih || ih->len > len - off - sizeof *ih ||
-            ih->len > p->sh.max_message)
+        struct pool_item_hdr ih; /* copied: msg is shared memory */
+        if (len - off < sizeof ih)
+            break;
+        memcpy(&ih, msg + off, sizeof ih);
+        if (ih.len > len - off - sizeof ih || ih.len > p->sh.max_message)
             break; /* torn or scribbled: the rest is run again */
         if (h->ticket >= b->first)
-            item_done(p->map, b, h->ticket - b->first + k, ih->status, ih + 1,
-                      ih->len);
-        off += sizeof *ih + POOL_ALIGN8(ih->len);
+            item_done(p->map, b, h->ticket - b->first + k, ih.status,
+                      msg + off + sizeof ih, ih.len);
+        off += sizeof ih + POOL_ALIGN8(ih.len);
         if (off > len)
             break;
     }
@@ -177,11 +179,14 @@ static size_t fit(struct shmq_pool *p, size_t first, size_t count,
     return k;
 }
 
-static void build(struct shmq_pool *p, size_t first, size_t k)
+/* Write the batch of items [first, first + k) as the job of index
+ * `index` at dst (a reservation on the task queue). */
+static void build(struct shmq_pool *p, unsigned char *dst, uint64_t index,
+                  size_t first, size_t k)
 {
     struct pool_map *m = p->map;
-    struct pool_task_hdr *h = (struct pool_task_hdr *)p->send;
-    *h = (struct pool_task_hdr){.ticket = first, .gen = m->gen,
+    struct pool_task_hdr *h = (struct pool_task_hdr *)dst;
+    *h = (struct pool_task_hdr){.index = index, .ticket = first, .gen = m->gen,
                                 .fn = (uintptr_t)m->fn, .kind = JOB_BATCH,
                                 .count = (uint32_t)k};
     uint32_t *lens = (uint32_t *)(h + 1);
@@ -190,7 +195,7 @@ static void build(struct shmq_pool *p, size_t first, size_t k)
         const struct iovec *a = &m->args[first + i];
         lens[i] = (uint32_t)a->iov_len;
         if (a->iov_len)
-            memcpy(p->send + off, a->iov_base, a->iov_len);
+            memcpy(dst + off, a->iov_base, a->iov_len);
         off = POOL_ALIGN8(off + a->iov_len);
     }
 }
@@ -212,12 +217,16 @@ static int dispatch_one(struct shmq_pool *p)
     size_t count = redo ? m->redo[m->nredo - 1].count : m->n - m->next;
     size_t bytes;
     size_t k = fit(p, first, count < m->chunk ? count : m->chunk, &bytes);
-    build(p, first, k);
+    /* Built in place in the task queue: the arguments are copied once. */
+    struct shmq_msg msg;
+    if (shmq_put_begin(p->sh.tq[w], bytes, &msg, SHMQ_NOWAIT) != 0)
+        return -EAGAIN;
+    build(p, msg.data, p->jobs[w].tail, first, k);
+    if (shmq_put_commit(p->sh.tq[w], &msg, bytes) != 0)
+        return -EAGAIN;
     struct pool_jobrec rec = {.gen = m->gen, .kind = JOB_BATCH,
                               .batch = (uint32_t)bi};
-    int rc = shmq__pool_put_job(p, (unsigned)w, bytes, &rec, NULL);
-    if (rc != 0)
-        return -EAGAIN;
+    shmq__pool_record_job(p, (unsigned)w, &rec, NULL);
     m->batch[bi] = (struct pool_batch){.first = first, .count = (uint32_t)k,
                                        .left = (uint32_t)k, .used = true};
     if (!redo)

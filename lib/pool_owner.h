@@ -88,6 +88,7 @@ struct shmq_pool {
     int fs_pidfd;
     pid_t fs_pid;
     bool closed, terminated, fs_gone;
+    int64_t fs_polled;  /* when fs_dead last asked the pidfd */
     uint32_t broken; /* enum pool_broken, once seen */
     uint64_t next_ticket; /* generation of the last ticket given out */
     uint32_t *freeq;      /* free entries, oldest freed first (a ring) */
@@ -99,10 +100,6 @@ struct shmq_pool {
     size_t done_head, done_tail, done_cap;
     struct pool_slotjobs *jobs;
     unsigned rr;        /* where the least-loaded search starts */
-    unsigned char *msg; /* an rq message */
-    size_t msg_cap;
-    unsigned char *send; /* a tq message */
-    size_t send_cap;
     uint64_t deaths_seen;
     struct shmq_pool_death dlog[POOL_DEATHS_KEPT];
     uint64_t dcount;
@@ -122,8 +119,10 @@ int shmq__pool_deliver(struct shmq_pool *p, struct pool_entry *e, void *buf,
 struct pool_entry *shmq__pool_done_peek(struct shmq_pool *p);
 void shmq__pool_done_pop(struct shmq_pool *p);
 int shmq__pool_pick_slot(struct shmq_pool *p, bool need_fence_free);
-int shmq__pool_put_job(struct shmq_pool *p, unsigned w, size_t len,
-                       const struct pool_jobrec *rec, uint64_t *index);
+int shmq__pool_put_job(struct shmq_pool *p, unsigned w, struct iovec *iov,
+                       int n, const struct pool_jobrec *rec, uint64_t *index);
+void shmq__pool_record_job(struct shmq_pool *p, unsigned w,
+                           const struct pool_jobrec *rec, uint64_t *index);
 int shmq__pool_pump(struct shmq_pool *p, wait_deadline_t until, bool nowait);
 void shmq__pool_check_deaths(struct shmq_pool *p);
 bool shmq__pool_jobs_idle(const struct shmq_pool *p);
@@ -131,7 +130,8 @@ void shmq__pool_cancel_all(struct shmq_pool *p);
 
 /* pool_map.c */
 void shmq__pool_map_batch(struct shmq_pool *p, const struct pool_jobrec *j,
-                          const struct pool_result_hdr *h, size_t len);
+                          const struct pool_result_hdr *h,
+                          const unsigned char *msg, size_t len);
 void shmq__pool_map_fail(struct shmq_pool *p, const struct pool_jobrec *j,
                          int64_t item, int status);
 void shmq__pool_map_cancel(struct shmq_pool *p);

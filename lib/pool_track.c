@@ -22,6 +22,7 @@
 
 #define SLICE_NS 100000000 /* 100 ms: the longest sleep between checks of
                               the fork server's pidfd */
+#define FS_POLL_NS 1000000 /* 1 ms */
 
 /* ------------------------------------------------------------------ */
 /* Tickets                                                              */
@@ -213,21 +214,29 @@ int shmq__pool_pick_slot(struct shmq_pool *p, bool need_fence_free)
     return best;
 }
 
-/* Put the message in p->send (its header's index is filled here) on
- * tq[w] and record it. 0, or the put's error (-EAGAIN when full). */
-int shmq__pool_put_job(struct shmq_pool *p, unsigned w, size_t len,
-                       const struct pool_jobrec *rec, uint64_t *index)
+/* Record the job just put on tq[w] at the slot's next index. */
+void shmq__pool_record_job(struct shmq_pool *p, unsigned w,
+                           const struct pool_jobrec *rec, uint64_t *index)
 {
     struct pool_slotjobs *sj = &p->jobs[w];
-    struct pool_task_hdr *h = (struct pool_task_hdr *)p->send;
-    h->index = sj->tail;
-    int rc = shmq_put_nowait(p->sh.tq[w], p->send, len);
-    if (rc != 0)
-        return rc;
     sj->ring[sj->tail & (POOL_JOBS_PER_SLOT - 1)] = *rec;
     if (index)
         *index = sj->tail;
     sj->tail++;
+}
+
+/* Put the message iov[0..n) on tq[w] (iov[0] is its header, whose index
+ * is filled here) and record it. 0, or the put's error (-EAGAIN when
+ * full). */
+int shmq__pool_put_job(struct shmq_pool *p, unsigned w, struct iovec *iov,
+                       int n, const struct pool_jobrec *rec, uint64_t *index)
+{
+    struct pool_task_hdr *h = iov[0].iov_base;
+    h->index = p->jobs[w].tail;
+    int rc = shmq_putv(p->sh.tq[w], iov, n, SHMQ_NOWAIT);
+    if (rc != 0)
+        return rc;
+    shmq__pool_record_job(p, w, rec, index);
     return 0;
 }
 
@@ -243,10 +252,10 @@ static void put_fences(struct shmq_pool *p)
         }
         if (sj->tail - sj->head >= POOL_JOBS_PER_SLOT - 1)
             continue;
-        struct pool_task_hdr *h = (struct pool_task_hdr *)p->send;
-        *h = (struct pool_task_hdr){.kind = JOB_FENCE};
+        struct pool_task_hdr h = {.kind = JOB_FENCE};
+        struct iovec iov = {&h, sizeof h};
         struct pool_jobrec rec = {.kind = JOB_FENCE};
-        if (shmq__pool_put_job(p, w, sizeof *h, &rec, NULL) == 0)
+        if (shmq__pool_put_job(p, w, &iov, 1, &rec, NULL) == 0)
             sj->fence_owed = false;
     }
 }
@@ -256,7 +265,7 @@ static void put_fences(struct shmq_pool *p)
 /* ------------------------------------------------------------------ */
 
 static void on_result(struct shmq_pool *p, const struct pool_result_hdr *h,
-                      size_t len)
+                      const unsigned char *msg, size_t len)
 {
     struct pool_jobrec *j = job_at(p, h->slot, h->index);
     if (!j || j->kind != JOB_TASK || j->ticket != h->ticket)
@@ -267,18 +276,18 @@ static void on_result(struct shmq_pool *p, const struct pool_result_hdr *h,
         status = -EBADMSG;
         dlen = 0;
     }
-    shmq__pool_complete(p, shmq__pool_entry(p, h->ticket), status, h + 1,
-                        dlen);
+    shmq__pool_complete(p, shmq__pool_entry(p, h->ticket), status,
+                        msg + sizeof *h, dlen);
     job_resolve(p, h->slot, j);
 }
 
 static void on_batch(struct shmq_pool *p, const struct pool_result_hdr *h,
-                     size_t len)
+                     const unsigned char *msg, size_t len)
 {
     struct pool_jobrec *j = job_at(p, h->slot, h->index);
     if (!j || j->kind != JOB_BATCH)
         return;
-    shmq__pool_map_batch(p, j, h, len);
+    shmq__pool_map_batch(p, j, h, msg, len);
     if (h->status) /* the batch's last message */
         job_resolve(p, h->slot, j);
 }
@@ -299,25 +308,41 @@ static void on_lost(struct shmq_pool *p, const struct pool_result_hdr *h)
     }
 }
 
-static void handle(struct shmq_pool *p, size_t len)
+/* A message borrowed from rq (in shared memory: the header is copied
+ * once, then only the copy is trusted); its kind. */
+static uint32_t handle(struct shmq_pool *p, const struct shmq_msg *m)
 {
-    const struct pool_result_hdr *h = (const struct pool_result_hdr *)p->msg;
-    if (len < sizeof *h)
-        return;
-    if (h->kind == PM_RESULT)
-        on_result(p, h, len);
-    else if (h->kind == PM_BATCH)
-        on_batch(p, h, len);
-    else if (h->kind == PM_LOST)
-        on_lost(p, h);
+    struct pool_result_hdr h;
+    if (m->len < sizeof h)
+        return 0;
+    memcpy(&h, m->data, sizeof h);
+    if (h.kind == PM_RESULT)
+        on_result(p, &h, m->data, m->len);
+    else if (h.kind == PM_BATCH)
+        on_batch(p, &h, m->data, m->len);
+    else if (h.kind == PM_LOST)
+        on_lost(p, &h);
     /* PM_WAKE: only its arrival mattered */
+    return h.kind;
+}
+
+/* Take one message from rq in place, handle it, give its room back. */
+static int take_one(struct shmq_pool *p, int64_t timeout_ns, uint32_t *kind)
+{
+    struct shmq_msg m;
+    int rc = shmq_get_begin(p->sh.rq, &m, timeout_ns);
+    if (rc != 0)
+        return rc;
+    *kind = handle(p, &m);
+    shmq_get_end(p->sh.rq, &m);
+    return 0;
 }
 
 static void drain(struct shmq_pool *p)
 {
-    size_t len;
-    while (shmq_get_nowait(p->sh.rq, p->msg, p->msg_cap, &len) == 0)
-        handle(p, len);
+    uint32_t kind;
+    while (take_one(p, SHMQ_NOWAIT, &kind) == 0)
+        ;
 }
 
 /* ------------------------------------------------------------------ */
@@ -396,10 +421,16 @@ void shmq__pool_check_deaths(struct shmq_pool *p)
         broken_now(p, broken);
 }
 
+/* Has the fork server exited? Asked on wakeups and idle slices, at most
+ * once per FS_POLL_NS (a poll(2) each time). */
 static bool fs_dead(struct shmq_pool *p)
 {
     if (p->fs_gone)
         return true;
+    int64_t now = wait_now();
+    if (now - p->fs_polled < FS_POLL_NS)
+        return false;
+    p->fs_polled = now;
     struct pollfd pf = {.fd = p->fs_pidfd, .events = POLLIN};
     int saved = errno;
     int rc = poll(&pf, 1, 0);
@@ -442,15 +473,11 @@ int shmq__pool_pump(struct shmq_pool *p, wait_deadline_t until, bool nowait)
             return -ETIMEDOUT;
         slice = left < slice ? left : slice;
     }
-    size_t len;
-    int rc = nowait ? shmq_get_nowait(p->sh.rq, p->msg, p->msg_cap, &len)
-                    : shmq_get(p->sh.rq, p->msg, p->msg_cap, &len, slice);
-    if (rc == 0)
-        handle(p, len);
+    uint32_t kind = 0;
+    int rc = take_one(p, nowait ? SHMQ_NOWAIT : slice, &kind);
     shmq__pool_check_deaths(p);
     if (rc == 0) {
-        const struct pool_result_hdr *h = (const void *)p->msg;
-        if (len >= sizeof *h && h->kind == PM_WAKE)
+        if (kind == PM_WAKE)
             fs_dead(p);
         return 0;
     }

@@ -26,8 +26,7 @@ struct worker {
     const struct pool_shared *sh;
     struct pool_slot *slot;
     unsigned w;
-    unsigned char *in;   /* a task message */
-    size_t in_cap;
+    struct shmq_msg in;  /* the task message, borrowed from tq[w] */
     unsigned char *out;  /* a result message being built */
     size_t out_cap;
     unsigned char *scratch; /* one batch item's result */
@@ -197,20 +196,22 @@ static void run_batch(struct worker *wk, const struct pool_task_hdr *t,
     clear_running(wk, t->index);
 }
 
-/* Take the next job; report a gap first; false once tq is drained. */
+/* Take the next job, in place (no copy: tq[w] is ours alone, and its
+ * oldest message is the one we run); report a gap first; false once tq
+ * is drained. */
 static bool take(struct worker *wk, struct pool_task_hdr **t, size_t *len)
 {
-    int rc = shmq_get(wk->sh->tq[wk->w], wk->in, wk->in_cap, len,
-                      SHMQ_FOREVER);
+    int rc = shmq_get_begin(wk->sh->tq[wk->w], &wk->in, SHMQ_FOREVER);
     if (rc == -EPIPE) {
         /* Closed and drained: every job was taken, so any index nobody
          * recorded was lost with a predecessor. */
         report_gap(wk, load_relaxed(&wk->slot->taken), UINT64_MAX);
         return false;
     }
+    *len = wk->in.len;
     if (rc != 0 || *len < sizeof **t)
         die_quietly(EXIT_BROKEN_IO);
-    *t = (struct pool_task_hdr *)wk->in;
+    *t = (struct pool_task_hdr *)wk->in.data;
     uint64_t expect = load_relaxed(&wk->slot->taken);
     if ((*t)->index > expect)
         report_gap(wk, expect, (*t)->index);
@@ -229,12 +230,10 @@ static void setup(struct worker *wk, const struct pool_shared *sh, unsigned w,
     wk->sh = sh;
     wk->w = w;
     wk->slot = &sh->ctl->slot[w];
-    wk->in_cap = shmq_max_message(sh->tq[w]);
     wk->out_cap = shmq_max_message(sh->rq);
-    wk->in = malloc(wk->in_cap);
     wk->out = malloc(wk->out_cap);
     wk->scratch = malloc(sh->max_message ? sh->max_message : 1);
-    if (!wk->in || !wk->out || !wk->scratch)
+    if (!wk->out || !wk->scratch)
         die_quietly(EXIT_BROKEN_IO);
 }
 
@@ -251,11 +250,13 @@ _Noreturn void shmq__worker_run(const struct pool_shared *sh, unsigned w,
     struct pool_task_hdr *t;
     size_t len;
     while (take(&wk, &t, &len)) {
-        if (t->kind == JOB_TASK)
+        uint32_t kind = t->kind;
+        if (kind == JOB_TASK)
             run_task(&wk, t, len);
-        else if (t->kind == JOB_BATCH)
+        else if (kind == JOB_BATCH)
             run_batch(&wk, t, len);
-        else
+        shmq_get_end(sh->tq[w], &wk.in);
+        if (kind != JOB_TASK && kind != JOB_BATCH)
             continue; /* a fence: only its index mattered */
         if (sh->max_tasks_per_child && ++done >= sh->max_tasks_per_child) {
             store_release(&wk.slot->retiring, (uint32_t)RETIRE_RECYCLE);
