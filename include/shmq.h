@@ -93,6 +93,13 @@ typedef struct shmq shmq_t;
  * one unit, so n messages of len bytes fit only if n * len <= capacity,
  * and n messages of a multiple of 8 bytes fit exactly when they also fit
  * maxsize. capacity must hold at least one max_message message.
+ *
+ * ABI: this struct is part of the fixed contract and keeps its size and
+ * fields in every 0.x release (it has no reserved fields). A release that
+ * needs more settings adds a call taking a new struct, under a new symbol
+ * version (lib/libshmq.map), so binaries built against this one keep
+ * working. Initialise it with a designated initializer (or zero it): a
+ * field left 0 means its default.
  */
 struct shmq_config {
     size_t maxsize;     /**< most messages queued at once; 0 = default */
