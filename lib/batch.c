@@ -239,8 +239,10 @@ struct many_op {
 static int take_one(struct shmq *q, struct many_op *op, struct ring_stall *s)
 {
     size_t off = (op->used + 7) & ~(size_t)7;
+    /* Past the end of buf there is no 8-byte offset left, not even for
+     * a 0-byte message (the first one is always at offset 0). */
     if (off > op->cap)
-        off = op->cap;
+        return -ENOBUFS;
     unsigned char *dst = op->buf ? op->buf + off : NULL;
     uint64_t len = 0;
     struct ring_ref ref;

@@ -1,0 +1,1994 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_serialize.c - the serialization layer: putv, put_many, get_many,
+ * put_begin/put_commit/put_abort and get_begin/get_end (DESIGN.md,
+ * "Serialization layer" and its "Details of the contract" bullets).
+ *
+ * One test per rule, each written so that it fails when the rule is
+ * broken: argument errors before the queue's state, closed wins,
+ * timeouts, put_many as write(2) or all-or-none, get_many's packing,
+ * reservations and borrows (visibility, lifetime, ownership across
+ * fork, release, SIGKILL), JoinableQueue counts, signals, and a
+ * multi-process stress mixing every call.
+ */
+#define _GNU_SOURCE
+#include "helpers.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <sys/time.h>
+
+/* Upper bound on how late a timed-out call may return: generous, the
+ * machine is shared; the lower bound (never early) is exact. */
+#define LATE_NS (2 * TH_SEC)
+
+static shmq_t *make(size_t maxsize, size_t capacity, size_t max_message,
+                    unsigned flags)
+{
+    struct shmq_config cfg = {.maxsize = maxsize,
+                              .capacity = capacity,
+                              .max_message = max_message,
+                              .flags = flags};
+    shmq_t *q = NULL;
+    int r = shmq_create(&q, &cfg);
+    cr_assert_eq(r, 0, "create(%zu, %zu, %zu): %d", maxsize, capacity,
+                 max_message, r);
+    return q;
+}
+
+/* A small queue: 8 messages of up to 64 bytes. */
+static shmq_t *small(void)
+{
+    return make(8, 4096, 64, 0);
+}
+
+static void put_u32(shmq_t *q, uint32_t v)
+{
+    int r = shmq_put(q, &v, sizeof v, SHMQ_NOWAIT);
+    cr_assert_eq(r, 0, "put %u: %d", v, r);
+}
+
+static uint32_t get_u32(shmq_t *q)
+{
+    uint32_t v = 0;
+    size_t len = 0;
+    int r = shmq_get(q, &v, sizeof v, &len, SHMQ_NOWAIT);
+    cr_assert_eq(r, 0, "get: %d", r);
+    cr_assert_eq(len, sizeof v, "len %zu", len);
+    return v;
+}
+
+/* Put 0-byte messages until the queue is full; how many went in. */
+static size_t fill_empty(shmq_t *q)
+{
+    size_t n = 0;
+    while (shmq_put_nowait(q, NULL, 0) == 0)
+        n++;
+    return n;
+}
+
+/* Take every message there is; how many. */
+static size_t drain(shmq_t *q)
+{
+    static unsigned char buf[1 << 16];
+    size_t n = 0, len;
+    while (shmq_get_nowait(q, buf, sizeof buf, &len) == 0)
+        n++;
+    return n;
+}
+
+static void expect_timed_out(const char *what, int r, int64_t t0,
+                             int64_t timeout)
+{
+    int64_t dt = th_now_ns() - t0;
+    cr_assert_eq(r, -ETIMEDOUT, "%s: %d, expected -ETIMEDOUT", what, r);
+    cr_assert_geq(dt, timeout, "%s timed out early: %lld ns of %lld", what,
+                  (long long)dt, (long long)timeout);
+    cr_assert_lt(dt, timeout + LATE_NS, "%s timed out late: %lld ns", what,
+                 (long long)dt);
+}
+
+static bool aligned8(const void *p)
+{
+    return ((uintptr_t)p & 7u) == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* A call blocked in another thread                                     */
+/* ------------------------------------------------------------------ */
+
+struct bg;
+typedef int (*bg_fn)(struct bg *b);
+
+struct bg {
+    pthread_t thread;
+    bg_fn fn;
+    shmq_t *q;
+    const void *arg;
+    size_t n;
+    unsigned flags;
+    pid_t tid;   /* atomic */
+    int done;    /* atomic */
+    int rc;
+    struct iovec out[16];
+    unsigned char buf[1024];
+};
+
+static void *bg_main(void *p)
+{
+    struct bg *b = p;
+    __atomic_store_n(&b->tid, th_gettid(), __ATOMIC_RELEASE);
+    b->rc = b->fn(b);
+    __atomic_store_n(&b->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void bg_start(struct bg *b, bg_fn fn, shmq_t *q)
+{
+    b->fn = fn;
+    b->q = q;
+    b->tid = 0;
+    b->done = 0;
+    cr_assert_eq(pthread_create(&b->thread, NULL, bg_main, b), 0, "thread");
+}
+
+/* Wait until the thread sleeps inside its call (past any spinning). */
+static void bg_blocked(struct bg *b)
+{
+    int64_t end = th_now_ns() + 5 * TH_SEC;
+    while (__atomic_load_n(&b->tid, __ATOMIC_ACQUIRE) == 0 && th_now_ns() < end)
+        th_sleep_ns(TH_MS);
+    cr_assert(th_wait_sleeping(getpid(), b->tid, 5 * TH_SEC),
+              "the call never blocked");
+    cr_assert_eq(__atomic_load_n(&b->done, __ATOMIC_ACQUIRE), 0,
+                 "the call returned (%d) instead of blocking", b->rc);
+}
+
+static bool bg_done(struct bg *b)
+{
+    return __atomic_load_n(&b->done, __ATOMIC_ACQUIRE) != 0;
+}
+
+static int bg_join(struct bg *b)
+{
+    pthread_join(b->thread, NULL);
+    return b->rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Argument errors come first                                           */
+/* ------------------------------------------------------------------ */
+
+Test(serialize, putv_argument_errors, .timeout = 10)
+{
+    shmq_t *q = small();
+    char x = 'x';
+    struct iovec ok[2] = {{&x, 1}, {&x, 1}};
+    struct iovec nullbase[2] = {{&x, 1}, {NULL, 1}};
+    struct iovec nullzero[2] = {{&x, 1}, {NULL, 0}};
+    for (int closed = 0; closed < 2; closed++) {
+        /* After close too: argument errors before the queue's state. */
+        cr_assert_eq(shmq_putv(NULL, ok, 2, SHMQ_NOWAIT), -EINVAL, "q NULL");
+        cr_assert_eq(shmq_putv(q, ok, -1, SHMQ_NOWAIT), -EINVAL, "iovcnt -1");
+        cr_assert_eq(shmq_putv(q, ok, INT_MIN, SHMQ_NOWAIT), -EINVAL,
+                     "iovcnt INT_MIN");
+        cr_assert_eq(shmq_putv(q, ok, IOV_MAX + 1, SHMQ_NOWAIT), -EINVAL,
+                     "iovcnt above IOV_MAX");
+        cr_assert_eq(shmq_putv(q, NULL, 1, SHMQ_NOWAIT), -EINVAL,
+                     "iov NULL with iovcnt 1");
+        cr_assert_eq(shmq_putv(q, nullbase, 2, SHMQ_NOWAIT), -EINVAL,
+                     "NULL base with a length");
+        cr_assert_eq(shmq_putv(q, ok, 2, -2), -EINVAL, "timeout -2");
+        cr_assert_eq(shmq_putv(q, ok, 2, INT64_MIN), -EINVAL,
+                     "timeout INT64_MIN");
+        if (!closed) {
+            cr_assert_eq(shmq_qsize(q), 0, "an argument error put something");
+            shmq_close(q);
+        }
+    }
+    /* A NULL base of length 0 and iov NULL with iovcnt 0 are fine. */
+    shmq_release(q);
+    q = small();
+    cr_assert_eq(shmq_putv(q, nullzero, 2, SHMQ_NOWAIT), 0, "NULL base, len 0");
+    cr_assert_eq(shmq_putv(q, NULL, 0, SHMQ_NOWAIT), 0, "iov NULL, iovcnt 0");
+    cr_assert_eq(shmq_qsize(q), 2, "qsize");
+    shmq_release(q);
+}
+
+Test(serialize, putv_emsgsize_total_and_overflow, .timeout = 10)
+{
+    shmq_t *q = small();
+    size_t mm = shmq_max_message(q);
+    static char big[1 << 12];
+    struct iovec over[2] = {{big, mm}, {big, 1}};
+    cr_assert_eq(shmq_putv(q, over, 2, SHMQ_NOWAIT), -EMSGSIZE,
+                 "total max_message + 1");
+    /* The sum wraps around to 1 byte: still too big. */
+    struct iovec wrap[2] = {{big, SIZE_MAX}, {big, 2}};
+    cr_assert_eq(shmq_putv(q, wrap, 2, SHMQ_NOWAIT), -EMSGSIZE,
+                 "a total that overflows size_t");
+    struct iovec wrap3[3] = {{big, SIZE_MAX / 2 + 1}, {big, SIZE_MAX / 2 + 1},
+                             {big, 3}};
+    cr_assert_eq(shmq_putv(q, wrap3, 3, SHMQ_NOWAIT), -EMSGSIZE,
+                 "three pieces that wrap to 3 bytes");
+    /* -EINVAL comes before -EMSGSIZE, wherever the bad entry is. */
+    struct iovec both[2] = {{big, SIZE_MAX}, {NULL, 1}};
+    cr_assert_eq(shmq_putv(q, both, 2, SHMQ_NOWAIT), -EINVAL,
+                 "NULL base after a too-big entry");
+    cr_assert_eq(shmq_qsize(q), 0, "something was put");
+    /* -EMSGSIZE before the queue's state: full, then closed. */
+    fill_empty(q);
+    cr_assert_eq(shmq_putv(q, over, 2, SHMQ_FOREVER), -EMSGSIZE, "when full");
+    shmq_close(q);
+    cr_assert_eq(shmq_putv(q, over, 2, SHMQ_FOREVER), -EMSGSIZE, "when closed");
+    shmq_release(q);
+}
+
+Test(serialize, put_many_argument_errors, .timeout = 10)
+{
+    shmq_t *q = small();
+    char x = 'x';
+    static char big[1 << 12];
+    struct iovec ok[2] = {{&x, 1}, {&x, 1}};
+    struct iovec nullbase[2] = {{&x, 1}, {NULL, 1}};
+    size_t mm = shmq_max_message(q);
+    struct iovec toobig[3] = {{&x, 1}, {&x, 1}, {big, mm + 1}};
+    for (int closed = 0; closed < 2; closed++) {
+        for (unsigned fl = 0; fl <= SHMQ_ALL; fl++) {
+            cr_assert_eq(shmq_put_many(NULL, ok, 2, fl, SHMQ_NOWAIT), -EINVAL,
+                         "q NULL");
+            cr_assert_eq(shmq_put_many(q, NULL, 1, fl, SHMQ_NOWAIT), -EINVAL,
+                         "msgs NULL, n 1");
+            cr_assert_eq(shmq_put_many(q, nullbase, 2, fl, SHMQ_NOWAIT),
+                         -EINVAL, "NULL base with a length");
+            cr_assert_eq(shmq_put_many(q, ok, 2, fl, -5), -EINVAL,
+                         "timeout -5");
+            cr_assert_eq(shmq_put_many(q, ok, 2, fl | 0x2u, SHMQ_NOWAIT),
+                         -EINVAL, "unknown flag 0x2");
+            cr_assert_eq(shmq_put_many(q, ok, 2, fl | 0x80000000u, SHMQ_NOWAIT),
+                         -EINVAL, "unknown flag 0x80000000");
+            /* Any message above max_message: -EMSGSIZE before anything
+             * is put, also the ones before it. */
+            cr_assert_eq(shmq_put_many(q, toobig, 3, fl, SHMQ_FOREVER),
+                         -EMSGSIZE, "third message too big (flags %u)", fl);
+            cr_assert_eq(shmq_qsize(q), 0, "put something before -EMSGSIZE");
+            /* n 0 returns 0, msgs NULL or not, closed or not: there is
+             * nothing to put. */
+            cr_assert_eq(shmq_put_many(q, NULL, 0, fl, SHMQ_NOWAIT), 0,
+                         "n 0, msgs NULL");
+            cr_assert_eq(shmq_put_many(q, ok, 0, fl, SHMQ_FOREVER), 0,
+                         "n 0");
+        }
+        shmq_close(q);
+    }
+    shmq_release(q);
+}
+
+Test(serialize, get_many_argument_errors, .timeout = 10)
+{
+    shmq_t *q = small();
+    put_u32(q, 7);
+    char buf[64];
+    struct iovec msgs[4];
+    for (int closed = 0; closed < 2; closed++) {
+        cr_assert_eq(shmq_get_many(NULL, buf, sizeof buf, msgs, 4, SHMQ_NOWAIT),
+                     -EINVAL, "q NULL");
+        cr_assert_eq(shmq_get_many(q, buf, sizeof buf, NULL, 4, SHMQ_NOWAIT),
+                     -EINVAL, "msgs NULL");
+        cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 0, SHMQ_NOWAIT),
+                     -EINVAL, "max_msgs 0");
+        cr_assert_eq(shmq_get_many(q, NULL, 8, msgs, 4, SHMQ_NOWAIT), -EINVAL,
+                     "buf NULL with cap 8");
+        cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 4, -2), -EINVAL,
+                     "timeout -2");
+        cr_assert_eq(shmq_qsize(q), 1, "an argument error took the message");
+        shmq_close(q);
+    }
+    /* Closed, one message left: taken, then drained. */
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 4, SHMQ_NOWAIT), 1,
+                 "the message left");
+    cr_assert_eq(shmq_get_many(q, NULL, 0, msgs, 4, -2), -EINVAL,
+                 "timeout -2 on a drained queue");
+    shmq_release(q);
+}
+
+Test(serialize, put_begin_argument_errors, .timeout = 10)
+{
+    shmq_t *q = small();
+    size_t mm = shmq_max_message(q);
+    struct shmq_msg m;
+    for (int closed = 0; closed < 2; closed++) {
+        cr_assert_eq(shmq_put_begin(NULL, 1, &m, SHMQ_NOWAIT), -EINVAL,
+                     "q NULL");
+        cr_assert_eq(shmq_put_begin(q, 1, NULL, SHMQ_NOWAIT), -EINVAL,
+                     "m NULL");
+        cr_assert_eq(shmq_put_begin(q, 1, &m, -3), -EINVAL, "timeout -3");
+        cr_assert_eq(shmq_put_begin(q, mm + 1, &m, SHMQ_FOREVER), -EMSGSIZE,
+                     "max_len above max_message");
+        cr_assert_eq(shmq_put_begin(q, SIZE_MAX, &m, SHMQ_FOREVER), -EMSGSIZE,
+                     "max_len SIZE_MAX");
+        if (!closed) {
+            /* Before the state: a full queue does not make it wait. */
+            fill_empty(q);
+            cr_assert_eq(shmq_put_begin(q, mm + 1, &m, SHMQ_FOREVER),
+                         -EMSGSIZE, "max_len above max_message when full");
+            drain(q);
+            shmq_close(q);
+        }
+    }
+    shmq_release(q);
+}
+
+Test(serialize, commit_abort_argument_errors, .timeout = 10)
+{
+    shmq_t *q = small();
+    struct shmq_msg m, zero, borrow;
+    memset(&zero, 0, sizeof zero);
+    cr_assert_eq(shmq_put_begin(q, 16, &m, SHMQ_NOWAIT), 0, "put_begin");
+    cr_assert_eq(shmq_put_commit(NULL, &m, 1), -EINVAL, "commit: q NULL");
+    cr_assert_eq(shmq_put_commit(q, NULL, 1), -EINVAL, "commit: m NULL");
+    cr_assert_eq(shmq_put_commit(q, &zero, 0), -EINVAL, "commit: zeroed m");
+    cr_assert_eq(shmq_put_abort(NULL, &m), -EINVAL, "abort: q NULL");
+    cr_assert_eq(shmq_put_abort(q, NULL), -EINVAL, "abort: m NULL");
+    cr_assert_eq(shmq_put_abort(q, &zero), -EINVAL, "abort: zeroed m");
+
+    /* A borrow is not a reservation, and the other way round. */
+    put_u32(q, 5);
+    cr_assert_eq(shmq_get_begin(q, &borrow, SHMQ_NOWAIT), 0, "get_begin");
+    struct shmq_msg copy = borrow;
+    cr_assert_eq(shmq_put_commit(q, &copy, 0), -EINVAL, "commit a borrow");
+    cr_assert_eq(shmq_put_abort(q, &copy), -EINVAL, "abort a borrow");
+    copy = m;
+    cr_assert_eq(shmq_get_end(q, &copy), -EINVAL, "get_end a reservation");
+
+    /* Another handle of the same queue does not own them. */
+    shmq_t *h2 = NULL;
+    cr_assert_eq(shmq_from_fd(&h2, shmq_fd(q)), 0, "from_fd");
+    copy = m;
+    cr_assert_eq(shmq_put_commit(h2, &copy, 1), -EINVAL,
+                 "commit through another handle");
+    cr_assert_eq(shmq_put_abort(h2, &copy), -EINVAL,
+                 "abort through another handle");
+    copy = borrow;
+    cr_assert_eq(shmq_get_end(h2, &copy), -EINVAL,
+                 "get_end through another handle");
+    cr_assert_eq(shmq_get_end(NULL, &borrow), -EINVAL, "get_end: q NULL");
+    cr_assert_eq(shmq_get_end(q, NULL), -EINVAL, "get_end: m NULL");
+    cr_assert_eq(shmq_get_end(q, &zero), -EINVAL, "get_end: zeroed m");
+    cr_assert_eq(shmq_get_begin(NULL, &borrow, SHMQ_NOWAIT), -EINVAL,
+                 "get_begin: q NULL");
+    cr_assert_eq(shmq_get_begin(q, NULL, SHMQ_NOWAIT), -EINVAL,
+                 "get_begin: m NULL");
+    cr_assert_eq(shmq_get_begin(q, &copy, -7), -EINVAL, "get_begin: timeout");
+
+    /* None of that changed anything: both still open and ours. */
+    cr_assert_eq(shmq_qsize(q), 0, "qsize");
+    memcpy(m.data, "abcd", 4);
+    cr_assert_eq(shmq_put_commit(q, &m, 4), 0, "commit after the errors");
+    cr_assert_eq(shmq_get_end(q, &borrow), 0, "get_end after the errors");
+    char buf[16];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), 0, "get");
+    cr_assert(len == 4 && memcmp(buf, "abcd", 4) == 0, "committed message");
+    shmq_release(h2);
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Closed wins                                                          */
+/* ------------------------------------------------------------------ */
+
+Test(serialize, closed_wins_for_puts, .timeout = 10)
+{
+    shmq_t *q = small();
+    fill_empty(q); /* full: a put that looked at room first would wait */
+    shmq_close(q);
+    char x = 'x';
+    struct iovec iov[2] = {{&x, 1}, {&x, 1}};
+    struct shmq_msg m;
+    int64_t t0 = th_now_ns();
+    cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_FOREVER), -EPIPE, "putv");
+    cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_NOWAIT), -EPIPE, "putv nowait");
+    cr_assert_eq(shmq_put_many(q, iov, 2, 0, SHMQ_FOREVER), -EPIPE,
+                 "put_many");
+    cr_assert_eq(shmq_put_many(q, iov, 2, SHMQ_ALL, SHMQ_FOREVER), -EPIPE,
+                 "put_many SHMQ_ALL");
+    cr_assert_eq(shmq_put_many(q, iov, 2, 0, 100 * TH_MS), -EPIPE,
+                 "put_many timed");
+    cr_assert_eq(shmq_put_begin(q, 8, &m, SHMQ_FOREVER), -EPIPE, "put_begin");
+    cr_assert_eq(shmq_put_begin(q, 8, &m, SHMQ_NOWAIT), -EPIPE,
+                 "put_begin nowait");
+    cr_assert_lt(th_now_ns() - t0, LATE_NS, "closed puts waited");
+    shmq_release(q);
+
+    /* Not full: closed still wins. */
+    q = small();
+    shmq_close(q);
+    cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_NOWAIT), -EPIPE, "putv, room");
+    cr_assert_eq(shmq_put_many(q, iov, 2, SHMQ_ALL, SHMQ_NOWAIT), -EPIPE,
+                 "put_many ALL, room");
+    cr_assert_eq(shmq_put_begin(q, 0, &m, SHMQ_NOWAIT), -EPIPE,
+                 "put_begin, room");
+    cr_assert_eq(shmq_qsize(q), 0, "something went in");
+    shmq_release(q);
+}
+
+Test(serialize, closed_and_drained_gets_are_epipe, .timeout = 10)
+{
+    shmq_t *q = small();
+    put_u32(q, 1);
+    put_u32(q, 2);
+    shmq_close(q);
+    uint64_t buf[8];
+    struct iovec msgs[4];
+    struct shmq_msg m;
+    /* Not drained yet: the messages left come out. */
+    cr_assert_eq(shmq_get_begin(q, &m, SHMQ_NOWAIT), 0, "get_begin");
+    cr_assert_eq(m.len, 4, "len");
+    cr_assert_eq(*(const uint32_t *)m.data, 1, "first");
+    cr_assert_eq(shmq_get_end(q, &m), 0, "get_end");
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 4, SHMQ_NOWAIT), 1,
+                 "get_many of the last");
+    cr_assert_eq(*(const uint32_t *)msgs[0].iov_base, 2, "second");
+    for (int i = 0; i < 2; i++) {
+        int64_t t = i ? SHMQ_FOREVER : SHMQ_NOWAIT;
+        cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 4, t), -EPIPE,
+                     "get_many drained");
+        cr_assert_eq(shmq_get_begin(q, &m, t), -EPIPE, "get_begin drained");
+    }
+    shmq_release(q);
+}
+
+/* A closed queue is drained when no committed message is left, whatever
+ * reservations are open; their commits are -EPIPE, and dropped. */
+Test(serialize, close_with_open_reservation, .timeout = 10)
+{
+    shmq_t *q = make(8, 4096, 64, SHMQ_JOINABLE);
+    struct shmq_msg a, b;
+    cr_assert_eq(shmq_put_begin(q, 8, &a, SHMQ_NOWAIT), 0, "put_begin a");
+    put_u32(q, 42);
+    cr_assert_eq(shmq_put_begin(q, 8, &b, SHMQ_NOWAIT), 0, "put_begin b");
+    shmq_close(q);
+    cr_assert_eq(get_u32(q), 42, "the committed message");
+    uint64_t buf[8];
+    struct iovec msgs[2];
+    struct shmq_msg g;
+    int64_t t0 = th_now_ns();
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 2, SHMQ_FOREVER),
+                 -EPIPE, "get_many past open reservations");
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_FOREVER), -EPIPE,
+                 "get_begin past open reservations");
+    cr_assert_lt(th_now_ns() - t0, LATE_NS, "drained gets waited");
+    memset(a.data, 1, 8);
+    cr_assert_eq(shmq_put_commit(q, &a, 8), -EPIPE, "commit a after close");
+    cr_assert_eq(shmq_put_commit(q, &a, 8), -EINVAL, "a is gone");
+    cr_assert_eq(shmq_put_abort(q, &b), 0, "abort b after close");
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), -EPIPE, "still drained");
+    cr_assert_eq(shmq_qsize(q), 0, "qsize");
+    /* Only the delivered message counts as a task. */
+    cr_assert_eq(shmq_task_done(q), 0, "task_done of 42");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0, "join");
+    cr_assert_eq(shmq_task_done(q), -EINVAL, "dropped ones are no tasks");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Timeouts                                                             */
+/* ------------------------------------------------------------------ */
+
+Test(serialize, nowait_is_eagain, .timeout = 10)
+{
+    shmq_t *q = small();
+    uint64_t buf[8];
+    struct iovec msgs[4];
+    struct shmq_msg m;
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 4, SHMQ_NOWAIT),
+                 -EAGAIN, "get_many empty");
+    cr_assert_eq(shmq_get_begin(q, &m, SHMQ_NOWAIT), -EAGAIN,
+                 "get_begin empty");
+    fill_empty(q);
+    char x = 'x';
+    struct iovec iov[2] = {{&x, 1}, {&x, 1}};
+    cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_NOWAIT), -EAGAIN, "putv full");
+    cr_assert_eq(shmq_put_many(q, iov, 2, 0, SHMQ_NOWAIT), -EAGAIN,
+                 "put_many full");
+    cr_assert_eq(shmq_put_many(q, iov, 2, SHMQ_ALL, SHMQ_NOWAIT), -EAGAIN,
+                 "put_many ALL full");
+    cr_assert_eq(shmq_put_begin(q, 1, &m, SHMQ_NOWAIT), -EAGAIN,
+                 "put_begin full");
+    cr_assert_eq(shmq_qsize(q), 8, "qsize");
+    shmq_release(q);
+}
+
+Test(serialize, positive_timeouts_expire, .timeout = 30)
+{
+    const int64_t T = 100 * TH_MS;
+    shmq_t *q = small();
+    uint64_t buf[8];
+    struct iovec msgs[4];
+    struct shmq_msg m;
+    int64_t t0 = th_now_ns();
+    expect_timed_out("get_many",
+                     shmq_get_many(q, buf, sizeof buf, msgs, 4, T), t0, T);
+    t0 = th_now_ns();
+    expect_timed_out("get_begin", shmq_get_begin(q, &m, T), t0, T);
+    fill_empty(q);
+    char x = 'x';
+    struct iovec iov[2] = {{&x, 1}, {&x, 1}};
+    t0 = th_now_ns();
+    expect_timed_out("putv", shmq_putv(q, iov, 2, T), t0, T);
+    t0 = th_now_ns();
+    expect_timed_out("put_many", shmq_put_many(q, iov, 2, 0, T), t0, T);
+    t0 = th_now_ns();
+    expect_timed_out("put_many ALL", shmq_put_many(q, iov, 2, SHMQ_ALL, T),
+                     t0, T);
+    t0 = th_now_ns();
+    expect_timed_out("put_begin", shmq_put_begin(q, 1, &m, T), t0, T);
+    cr_assert_eq(shmq_qsize(q), 8, "qsize");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* putv                                                                 */
+/* ------------------------------------------------------------------ */
+
+Test(serialize, putv_concatenates, .timeout = 10)
+{
+    shmq_t *q = make(64, 1 << 16, 4096, 0);
+    size_t mm = shmq_max_message(q);
+    static unsigned char whole[1 << 13], out[1 << 13];
+    static const size_t cuts[][4] = {
+        {0, 0, 0, 0}, {1, 0, 0, 0}, {3, 5, 0, 7}, {0, 0, 9, 0}, {100, 1, 2, 3}};
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        size_t total = 0;
+        struct iovec iov[4];
+        for (int i = 0; i < 4; i++) {
+            iov[i].iov_base = cuts[c][i] ? whole + total : NULL;
+            iov[i].iov_len = cuts[c][i];
+            total += cuts[c][i];
+        }
+        th_fill(whole, total, (uint32_t)c);
+        cr_assert_eq(shmq_putv(q, iov, 4, SHMQ_NOWAIT), 0, "putv %zu", c);
+        size_t len = SIZE_MAX;
+        cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0, "get");
+        cr_assert_eq(len, total, "length of case %zu", c);
+        cr_assert(th_check(out, len, (uint32_t)c), "content of case %zu", c);
+    }
+    /* Exactly max_message, in IOV_MAX pieces. */
+    static struct iovec many[IOV_MAX];
+    th_fill(whole, mm, 99);
+    size_t off = 0;
+    for (int i = 0; i < IOV_MAX; i++) {
+        size_t piece = i == IOV_MAX - 1 ? mm - off : mm / IOV_MAX;
+        many[i].iov_base = whole + off;
+        many[i].iov_len = piece;
+        off += piece;
+    }
+    cr_assert_eq(shmq_putv(q, many, IOV_MAX, SHMQ_NOWAIT), 0, "IOV_MAX pieces");
+    size_t len = 0;
+    cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0, "get");
+    cr_assert_eq(len, mm, "len");
+    cr_assert(th_check(out, mm, 99), "content");
+    /* iovcnt 0: a 0-byte message, counted by qsize. */
+    cr_assert_eq(shmq_putv(q, NULL, 0, SHMQ_NOWAIT), 0, "iovcnt 0");
+    cr_assert_eq(shmq_qsize(q), 1, "qsize");
+    cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), 0, "get 0 bytes");
+    cr_assert_eq(len, 0, "len");
+    shmq_release(q);
+}
+
+/* FIFO with put, as put would. */
+Test(serialize, putv_orders_with_put, .timeout = 10)
+{
+    shmq_t *q = small();
+    for (uint32_t i = 0; i < 6; i++) {
+        if (i % 2) {
+            struct iovec iov[2] = {{&i, 2}, {(char *)&i + 2, 2}};
+            cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_NOWAIT), 0, "putv");
+        } else {
+            put_u32(q, i);
+        }
+    }
+    for (uint32_t i = 0; i < 6; i++)
+        cr_assert_eq(get_u32(q), i, "order");
+    shmq_release(q);
+}
+
+static int putv_blocked(struct bg *b)
+{
+    struct iovec iov[2] = {{(void *)"ab", 2}, {(void *)"cd", 2}};
+    return shmq_putv(b->q, iov, 2, SHMQ_FOREVER);
+}
+
+Test(serialize, putv_waits_for_room, .timeout = 20)
+{
+    shmq_t *q = small();
+    size_t n = fill_empty(q);
+    struct bg b;
+    bg_start(&b, putv_blocked, q);
+    bg_blocked(&b);
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), 0, "make room");
+    cr_assert_eq(bg_join(&b), 0, "putv after room");
+    char buf[8];
+    for (size_t i = 1; i < n; i++)
+        cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), 0, "get");
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), 0, "get putv's");
+    cr_assert(len == 4 && memcmp(buf, "abcd", 4) == 0, "putv's message");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* put_many without flags: write(2) on a pipe                           */
+/* ------------------------------------------------------------------ */
+
+static uint32_t vals[64];
+static struct iovec val_iov[64];
+
+/* msgs[i] = the 4-byte value first + i. */
+static struct iovec *values(uint32_t first, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = first + (uint32_t)i;
+        val_iov[i].iov_base = &vals[i];
+        val_iov[i].iov_len = sizeof vals[i];
+    }
+    return val_iov;
+}
+
+Test(serialize, put_many_partial_then_eagain, .timeout = 10)
+{
+    shmq_t *q = small();
+    put_u32(q, 100);
+    put_u32(q, 101);
+    cr_assert_eq(shmq_put_many(q, values(0, 10), 10, 0, SHMQ_NOWAIT), 6,
+                 "the 6 that fit");
+    cr_assert_eq(shmq_put_many(q, values(6, 4), 4, 0, SHMQ_NOWAIT), -EAGAIN,
+                 "none fit");
+    cr_assert_eq(get_u32(q), 100, "first");
+    cr_assert_eq(get_u32(q), 101, "second");
+    for (uint32_t i = 0; i < 6; i++)
+        cr_assert_eq(get_u32(q), i, "in order");
+    cr_assert(shmq_empty(q), "the rest was not put");
+    shmq_release(q);
+}
+
+Test(serialize, put_many_partial_after_timeout, .timeout = 20)
+{
+    const int64_t T = 100 * TH_MS;
+    shmq_t *q = small();
+    int64_t t0 = th_now_ns();
+    int r = shmq_put_many(q, values(0, 12), 12, 0, T);
+    int64_t dt = th_now_ns() - t0;
+    cr_assert_eq(r, 8, "put_many of 12 into 8: %d", r);
+    cr_assert_geq(dt, T, "returned before its deadline: %lld ns",
+                  (long long)dt);
+    cr_assert_lt(dt, T + LATE_NS, "returned late: %lld ns", (long long)dt);
+    t0 = th_now_ns();
+    expect_timed_out("put_many with none put",
+                     shmq_put_many(q, values(8, 4), 4, 0, T), t0, T);
+    for (uint32_t i = 0; i < 8; i++)
+        cr_assert_eq(get_u32(q), i, "in order");
+    shmq_release(q);
+}
+
+static int put_many_forever(struct bg *b)
+{
+    return shmq_put_many(b->q, b->arg, b->n, b->flags, SHMQ_FOREVER);
+}
+
+/* Waits for room up to its deadline, putting as room comes. */
+Test(serialize, put_many_waits_for_room, .timeout = 30)
+{
+    shmq_t *q = small();
+    static uint32_t v[40];
+    static struct iovec iov[40];
+    for (uint32_t i = 0; i < 40; i++) {
+        v[i] = i;
+        iov[i] = (struct iovec){&v[i], sizeof v[i]};
+    }
+    struct bg b = {.arg = iov, .n = 40, .flags = 0};
+    bg_start(&b, put_many_forever, q);
+    for (uint32_t i = 0; i < 40; i++) {
+        uint32_t x = 0;
+        size_t len;
+        int r = shmq_get(q, &x, sizeof x, &len, 5 * TH_SEC);
+        cr_assert_eq(r, 0, "get %u: %d", i, r);
+        cr_assert_eq(x, i, "order");
+    }
+    cr_assert_eq(bg_join(&b), 40, "all 40 put");
+    shmq_release(q);
+}
+
+/* A close stops it: k >= 1 put returns k; none, -EPIPE. */
+Test(serialize, put_many_stopped_by_close, .timeout = 30)
+{
+    shmq_t *q = small();
+    put_u32(q, 1000);
+    put_u32(q, 1001);
+    struct bg b = {.arg = values(0, 10), .n = 10, .flags = 0};
+    bg_start(&b, put_many_forever, q);
+    bg_blocked(&b);
+    cr_assert_eq(shmq_qsize(q), 8, "6 of 10 in before it blocked");
+    shmq_close(q);
+    cr_assert_eq(bg_join(&b), 6, "close mid-way returns the count");
+    shmq_release(q);
+
+    q = small();
+    fill_empty(q);
+    struct bg c = {.arg = values(0, 3), .n = 3, .flags = 0};
+    bg_start(&c, put_many_forever, q);
+    bg_blocked(&c);
+    shmq_close(q);
+    cr_assert_eq(bg_join(&c), -EPIPE, "close with none put");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* put_many with SHMQ_ALL                                               */
+/* ------------------------------------------------------------------ */
+
+Test(serialize, put_many_all_or_nothing, .timeout = 20)
+{
+    shmq_t *q = small();
+    for (uint32_t i = 0; i < 5; i++)
+        put_u32(q, 100 + i);
+    cr_assert_eq(shmq_put_many(q, values(0, 4), 4, SHMQ_ALL, SHMQ_NOWAIT),
+                 -EAGAIN, "4 into 3 free");
+    cr_assert_eq(shmq_qsize(q), 5, "nothing put");
+    int64_t t0 = th_now_ns();
+    expect_timed_out("4 into 3, timed",
+                     shmq_put_many(q, values(0, 4), 4, SHMQ_ALL, 50 * TH_MS),
+                     t0, 50 * TH_MS);
+    cr_assert_eq(shmq_qsize(q), 5, "nothing put");
+    cr_assert_eq(shmq_put_many(q, values(0, 3), 3, SHMQ_ALL, SHMQ_NOWAIT), 3,
+                 "3 into 3");
+    cr_assert(shmq_full(q), "full");
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert_eq(get_u32(q), 100 + i, "older first");
+    for (uint32_t i = 0; i < 3; i++)
+        cr_assert_eq(get_u32(q), i, "batch in order");
+    shmq_release(q);
+}
+
+/* By bytes: the batch fits by count but not by room. */
+Test(serialize, put_many_all_or_nothing_by_bytes, .timeout = 20)
+{
+    shmq_t *q = make(64, 512, 64, 0);
+    static unsigned char msg[64];
+    size_t fit = 0;
+    while (shmq_put_nowait(q, msg, 64) == 0)
+        fit++;
+    cr_assert_geq(fit, 2, "a 512-byte queue holds %zu 64-byte messages", fit);
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, msg, 64, &len), 0, "get one");
+    struct iovec two[2] = {{msg, 64}, {msg, 64}};
+    cr_assert_eq(shmq_put_many(q, two, 2, SHMQ_ALL, SHMQ_NOWAIT), -EAGAIN,
+                 "two into the room of one");
+    cr_assert_eq(shmq_qsize(q), fit - 1, "nothing put");
+    cr_assert_eq(shmq_put_many(q, two, 1, SHMQ_ALL, SHMQ_NOWAIT), 1,
+                 "one into the room of one");
+    shmq_release(q);
+}
+
+/* A batch that could never fit is -EMSGSIZE at once, not a wait: n above
+ * maxsize, or more storage units than capacity (counted per message, as
+ * the queue counts room: here learnt from the queue itself). */
+Test(serialize, put_many_all_that_never_fits_is_emsgsize, .timeout = 20)
+{
+    shmq_t *q = small();
+    fill_empty(q); /* a wait would be forever */
+    cr_assert_eq(shmq_put_many(q, values(0, 9), 9, SHMQ_ALL, SHMQ_FOREVER),
+                 -EMSGSIZE, "9 messages, maxsize 8");
+    drain(q);
+    cr_assert_eq(shmq_put_many(q, values(0, 8), 8, SHMQ_ALL, SHMQ_NOWAIT), 8,
+                 "8 messages, maxsize 8");
+    shmq_release(q);
+
+    /* Count-bound out of the way: capacity decides. */
+    q = make(1024, 512, 64, 0);
+    size_t units = fill_empty(q); /* one record each: capacity in records */
+    cr_assert_lt(units, 1024, "capacity, not maxsize, bounds this queue");
+    static struct iovec zeros[1024];
+    for (size_t i = 0; i < 1024; i++)
+        zeros[i] = (struct iovec){NULL, 0};
+    cr_assert_eq(shmq_put_many(q, zeros, units + 1, SHMQ_ALL, SHMQ_FOREVER),
+                 -EMSGSIZE, "%zu 0-byte messages, room for %zu", units + 1,
+                 units);
+    drain(q);
+    cr_assert_eq(shmq_put_many(q, zeros, units, SHMQ_ALL, SHMQ_NOWAIT),
+                 (int)units, "exactly the capacity in 0-byte messages");
+    drain(q);
+    static unsigned char msg[64];
+    size_t fit = 0;
+    while (shmq_put_nowait(q, msg, 64) == 0)
+        fit++;
+    drain(q);
+    static struct iovec full[1024];
+    for (size_t i = 0; i <= fit; i++)
+        full[i] = (struct iovec){msg, 64};
+    fill_empty(q);
+    cr_assert_eq(shmq_put_many(q, full, fit + 1, SHMQ_ALL, SHMQ_FOREVER),
+                 -EMSGSIZE, "%zu 64-byte messages, room for %zu", fit + 1,
+                 fit);
+    drain(q);
+    cr_assert_eq(shmq_put_many(q, full, fit, SHMQ_ALL, SHMQ_NOWAIT), (int)fit,
+                 "exactly the capacity in 64-byte messages");
+    shmq_release(q);
+}
+
+/* It waits until all n fit, putting none before. */
+Test(serialize, put_many_all_waits_then_puts_all, .timeout = 30)
+{
+    shmq_t *q = small();
+    for (uint32_t i = 0; i < 8; i++)
+        put_u32(q, 100 + i);
+    struct bg b = {.arg = values(0, 3), .n = 3, .flags = SHMQ_ALL};
+    bg_start(&b, put_many_forever, q);
+    bg_blocked(&b);
+    cr_assert_eq(get_u32(q), 100, "take one");
+    cr_assert_eq(get_u32(q), 101, "take two");
+    th_sleep_ns(50 * TH_MS);
+    cr_assert(!bg_done(&b), "returned with room for 2 of 3 (%d)", b.rc);
+    cr_assert_eq(shmq_qsize(q), 6, "put part of an SHMQ_ALL batch");
+    cr_assert_eq(get_u32(q), 102, "take three");
+    cr_assert_eq(bg_join(&b), 3, "all 3 once they fit");
+    for (uint32_t i = 3; i < 8; i++)
+        cr_assert_eq(get_u32(q), 100 + i, "older first");
+    for (uint32_t i = 0; i < 3; i++)
+        cr_assert_eq(get_u32(q), i, "batch in order");
+    shmq_release(q);
+}
+
+Test(serialize, put_many_all_stopped_by_close_puts_none, .timeout = 30)
+{
+    shmq_t *q = small();
+    for (uint32_t i = 0; i < 7; i++)
+        put_u32(q, 100 + i);
+    struct bg b = {.arg = values(0, 3), .n = 3, .flags = SHMQ_ALL};
+    bg_start(&b, put_many_forever, q);
+    bg_blocked(&b);
+    shmq_close(q);
+    cr_assert_eq(bg_join(&b), -EPIPE, "closed while waiting");
+    cr_assert_eq(drain(q), 7, "none of the batch went in");
+    shmq_release(q);
+}
+
+/* Batches from several producers: each batch reaches consumers in its
+ * order, other batches may come between. */
+struct batch_prod {
+    shmq_t *q;
+    uint32_t id;
+    unsigned flags;
+};
+
+static int batch_producer(void *p)
+{
+    const struct batch_prod *a = p;
+    uint32_t v[5];
+    struct iovec iov[5];
+    for (uint32_t b = 0; b < 200; b++) {
+        for (uint32_t i = 0; i < 5; i++) {
+            v[i] = a->id << 24 | (b * 5 + i);
+            iov[i] = (struct iovec){&v[i], sizeof v[i]};
+        }
+        size_t done = 0;
+        while (done < 5) {
+            int r = shmq_put_many(a->q, iov + done, 5 - done, a->flags,
+                                  10 * TH_SEC);
+            TH_CHECK(r > 0);
+            TH_CHECK(!(a->flags & SHMQ_ALL) || r == 5);
+            done += (size_t)r;
+        }
+    }
+    return 0;
+}
+
+Test(serialize, put_many_batches_reach_consumers_in_order, .timeout = 60)
+{
+    shmq_t *q = small();
+    struct batch_prod a[3] = {{q, 1, SHMQ_ALL}, {q, 2, 0}, {q, 3, SHMQ_ALL}};
+    pid_t pids[3];
+    for (int i = 0; i < 3; i++)
+        pids[i] = th_fork(batch_producer, &a[i]);
+    uint32_t next[4] = {0};
+    uint64_t buf[64];
+    struct iovec msgs[16];
+    for (unsigned got = 0; got < 3000;) {
+        int r = shmq_get_many(q, buf, sizeof buf, msgs, 16, 10 * TH_SEC);
+        cr_assert_gt(r, 0, "get_many: %d", r);
+        for (int i = 0; i < r; i++) {
+            uint32_t v;
+            cr_assert_eq(msgs[i].iov_len, 4, "len");
+            memcpy(&v, msgs[i].iov_base, 4);
+            uint32_t id = v >> 24, n = v & 0xffffff;
+            cr_assert(id >= 1 && id <= 3, "producer %u", id);
+            cr_assert_eq(n, next[id], "producer %u: %u after %u", id, n,
+                         next[id]);
+            next[id]++;
+        }
+        got += (unsigned)r;
+    }
+    th_assert_children_ok_within(pids, 3, 30 * TH_SEC);
+    cr_assert(shmq_empty(q), "extra messages");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* get_many                                                             */
+/* ------------------------------------------------------------------ */
+
+static const size_t pack_lens[] = {1, 3, 8, 13, 0, 5, 16, 0, 0, 7};
+#define PACK_N (sizeof pack_lens / sizeof pack_lens[0])
+
+static void put_pack(shmq_t *q)
+{
+    unsigned char msg[64];
+    for (size_t i = 0; i < PACK_N; i++) {
+        th_fill(msg, pack_lens[i], (uint32_t)i);
+        cr_assert_eq(shmq_put(q, msg, pack_lens[i], SHMQ_NOWAIT), 0, "put");
+    }
+}
+
+/* Check msgs[0..n) against pack_lens[first..]: offsets the next multiple
+ * of 8 of buf, inside cap, contents intact. */
+static void check_pack(const unsigned char *buf, size_t cap,
+                       const struct iovec *msgs, int n, size_t first)
+{
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t k = first + (size_t)i, len = msgs[i].iov_len;
+        size_t at = (size_t)((const unsigned char *)msgs[i].iov_base - buf);
+        cr_assert_eq(len, pack_lens[k], "message %zu: len %zu", k, len);
+        cr_assert_eq(at % 8, 0, "message %zu at offset %zu", k, at);
+        cr_assert_eq(at, (off + 7) & ~(size_t)7,
+                     "message %zu at %zu, not the next multiple of 8 of %zu", k,
+                     at, off);
+        cr_assert_leq(at + len, cap, "message %zu past cap", k);
+        cr_assert(th_check(buf + at, len, (uint32_t)k), "content of %zu", k);
+        off = at + len;
+    }
+}
+
+Test(serialize, get_many_packs_at_8_byte_offsets, .timeout = 10)
+{
+    shmq_t *q = make(16, 4096, 64, 0);
+    put_pack(q);
+    static _Alignas(8) unsigned char buf[512];
+    struct iovec msgs[16];
+    int r = shmq_get_many(q, buf, sizeof buf, msgs, 16, SHMQ_NOWAIT);
+    cr_assert_eq(r, (int)PACK_N, "took %d of %zu", r, PACK_N);
+    check_pack(buf, sizeof buf, msgs, r, 0);
+    cr_assert(shmq_empty(q), "left some");
+    shmq_release(q);
+}
+
+Test(serialize, get_many_up_to_max_msgs, .timeout = 10)
+{
+    shmq_t *q = make(16, 4096, 64, 0);
+    put_pack(q);
+    static _Alignas(8) unsigned char buf[512];
+    struct iovec msgs[16];
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 1, SHMQ_NOWAIT), 1,
+                 "max_msgs 1");
+    check_pack(buf, sizeof buf, msgs, 1, 0);
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 4, SHMQ_NOWAIT), 4,
+                 "max_msgs 4");
+    check_pack(buf, sizeof buf, msgs, 4, 1);
+    cr_assert_eq(shmq_qsize(q), PACK_N - 5, "the rest stays");
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 16, SHMQ_NOWAIT),
+                 (int)PACK_N - 5, "the rest");
+    check_pack(buf, sizeof buf, msgs, (int)PACK_N - 5, 5);
+    shmq_release(q);
+}
+
+/* As many as fit in buf: every cap from 0 up takes a prefix that fits,
+ * and the next one would not have. */
+Test(serialize, get_many_as_many_as_fit, .timeout = 20)
+{
+    static _Alignas(8) unsigned char buf[512];
+    struct iovec msgs[16];
+    for (size_t cap = 1; cap <= 96; cap++) {
+        shmq_t *q = make(16, 4096, 64, 0);
+        put_pack(q);
+        int r = shmq_get_many(q, buf, cap, msgs, 16, SHMQ_NOWAIT);
+        cr_assert_geq(r, 1, "cap %zu: %d", cap, r);
+        check_pack(buf, cap, msgs, r, 0);
+        /* The next message did not fit (at its 8-byte offset). */
+        if ((size_t)r < PACK_N) {
+            size_t end = (size_t)((unsigned char *)msgs[r - 1].iov_base - buf) +
+                         msgs[r - 1].iov_len;
+            size_t at = (end + 7) & ~(size_t)7;
+            cr_assert_gt(at + pack_lens[r], cap,
+                         "cap %zu: stopped at %d though the next fits", cap,
+                         r);
+        }
+        cr_assert_eq(shmq_qsize(q), PACK_N - (size_t)r, "cap %zu: qsize", cap);
+        shmq_release(q);
+    }
+}
+
+Test(serialize, get_many_first_too_long_is_enobufs, .timeout = 10)
+{
+    shmq_t *q = make(16, 4096, 256, 0);
+    unsigned char msg[100];
+    th_fill(msg, 100, 3);
+    cr_assert_eq(shmq_put_nowait(q, msg, 100), 0, "put");
+    put_u32(q, 9);
+    static _Alignas(8) unsigned char buf[256];
+    memset(buf, 0xee, sizeof buf);
+    struct iovec msgs[4];
+    msgs[0].iov_len = 0;
+    cr_assert_eq(shmq_get_many(q, buf, 99, msgs, 4, SHMQ_NOWAIT), -ENOBUFS,
+                 "cap 99");
+    cr_assert_eq(msgs[0].iov_len, 100, "size needed");
+    cr_assert_eq(shmq_qsize(q), 2, "something taken");
+    cr_assert_eq(buf[0], 0xee, "buf written");
+    msgs[0].iov_len = 0;
+    cr_assert_eq(shmq_get_many(q, NULL, 0, msgs, 4, SHMQ_FOREVER), -ENOBUFS,
+                 "cap 0 (waits as get: the message is there)");
+    cr_assert_eq(msgs[0].iov_len, 100, "size needed");
+    cr_assert_eq(shmq_get_many(q, buf, 100, msgs, 4, SHMQ_NOWAIT), 1,
+                 "cap 100: the first only (the second does not fit)");
+    cr_assert(msgs[0].iov_len == 100 && th_check(buf, 100, 3), "content");
+    shmq_release(q);
+}
+
+/* Only 0-byte messages need no buffer. */
+Test(serialize, get_many_zero_byte_messages_without_buf, .timeout = 10)
+{
+    shmq_t *q = small();
+    cr_assert_eq(shmq_put_nowait(q, NULL, 0), 0, "put");
+    cr_assert_eq(shmq_put_nowait(q, NULL, 0), 0, "put");
+    put_u32(q, 1);
+    struct iovec msgs[4];
+    cr_assert_eq(shmq_get_many(q, NULL, 0, msgs, 4, SHMQ_NOWAIT), 2,
+                 "the two 0-byte messages");
+    cr_assert(msgs[0].iov_len == 0 && msgs[1].iov_len == 0, "lens");
+    cr_assert_eq(shmq_qsize(q), 1, "qsize");
+    shmq_release(q);
+}
+
+static int get_many_forever(struct bg *b)
+{
+    return shmq_get_many(b->q, b->buf, sizeof b->buf, b->out, 16,
+                         SHMQ_FOREVER);
+}
+
+static int put_later(void *p)
+{
+    shmq_t *q = p;
+    th_sleep_ns(50 * TH_MS);
+    uint32_t v = 77;
+    TH_CHECK_EQ(shmq_put(q, &v, sizeof v, 5 * TH_SEC), 0);
+    return 0;
+}
+
+/* Waits as get does; the put of another process wakes it. */
+Test(serialize, get_many_waits_for_a_message, .timeout = 20)
+{
+    shmq_t *q = small();
+    struct bg b;
+    bg_start(&b, get_many_forever, q);
+    bg_blocked(&b);
+    pid_t pid = th_fork(put_later, q);
+    cr_assert_eq(bg_join(&b), 1, "woken with one message");
+    th_assert_child_ok(pid);
+    cr_assert_eq(b.out[0].iov_len, 4, "len");
+    cr_assert_eq(*(uint32_t *)b.out[0].iov_base, 77, "content");
+    /* Closed while waiting: -EPIPE. */
+    bg_start(&b, get_many_forever, q);
+    bg_blocked(&b);
+    shmq_close(q);
+    cr_assert_eq(bg_join(&b), -EPIPE, "closed while waiting");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reservations: put_begin, put_commit, put_abort                        */
+/* ------------------------------------------------------------------ */
+
+Test(serialize, put_begin_gives_aligned_room_of_max_len, .timeout = 20)
+{
+    shmq_t *q = make(16, 1 << 16, 4096, 0);
+    size_t mm = shmq_max_message(q);
+    static unsigned char out[1 << 13];
+    /* Enough rounds to wrap the ring a few times (a record crossing its
+     * end must be contiguous too). */
+    for (uint32_t round = 0; round < 300; round++) {
+        size_t max_len = round % 7 == 0 ? mm : (size_t)(round * 37u) % (mm + 1);
+        struct shmq_msg m;
+        cr_assert_eq(shmq_put_begin(q, max_len, &m, SHMQ_NOWAIT), 0,
+                     "put_begin %zu", max_len);
+        cr_assert_eq(m.len, max_len, "len %zu, asked %zu", m.len, max_len);
+        cr_assert(aligned8(m.data), "data %p not 8-byte aligned", m.data);
+        cr_assert(max_len == 0 || m.data != NULL, "data NULL");
+        th_fill(m.data, max_len, round);
+        cr_assert_eq(shmq_put_commit(q, &m, max_len), 0, "commit");
+        size_t len = SIZE_MAX;
+        cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0, "get");
+        cr_assert_eq(len, max_len, "len");
+        cr_assert(th_check(out, len, round), "content of %zu bytes", len);
+    }
+    shmq_release(q);
+}
+
+Test(serialize, nothing_visible_before_commit, .timeout = 10)
+{
+    shmq_t *q = small();
+    struct shmq_msg m, g;
+    cr_assert_eq(shmq_put_begin(q, 32, &m, SHMQ_NOWAIT), 0, "put_begin");
+    th_fill(m.data, 32, 5);
+    uint64_t buf[8];
+    struct iovec msgs[4];
+    size_t len;
+    cr_assert_eq(shmq_qsize(q), 0, "qsize counts a reservation");
+    cr_assert(shmq_empty(q), "empty");
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), -EAGAIN, "get");
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 4, SHMQ_NOWAIT),
+                 -EAGAIN, "get_many");
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), -EAGAIN, "get_begin");
+    int64_t t0 = th_now_ns();
+    expect_timed_out("get with a reservation open",
+                     shmq_get(q, buf, sizeof buf, &len, 30 * TH_MS), t0,
+                     30 * TH_MS);
+    /* Commit a shorter length: only that is delivered. */
+    cr_assert_eq(shmq_put_commit(q, &m, 20), 0, "commit 20 of 32");
+    cr_assert_eq(shmq_qsize(q), 1, "qsize");
+    unsigned char out[64];
+    cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0, "get");
+    cr_assert_eq(len, 20, "len");
+    unsigned char want[32];
+    th_fill(want, 32, 5);
+    cr_assert(memcmp(out, want, 20) == 0, "first 20 bytes");
+    shmq_release(q);
+}
+
+Test(serialize, commit_above_reservation_changes_nothing, .timeout = 10)
+{
+    shmq_t *q = small();
+    struct shmq_msg m;
+    cr_assert_eq(shmq_put_begin(q, 10, &m, SHMQ_NOWAIT), 0, "put_begin");
+    struct shmq_msg before = m;
+    memcpy(m.data, "0123456789", 10);
+    cr_assert_eq(shmq_put_commit(q, &m, 11), -EINVAL, "len 11 of 10");
+    cr_assert_eq(shmq_put_commit(q, &m, SIZE_MAX), -EINVAL, "len SIZE_MAX");
+    cr_assert_eq(memcmp(&m, &before, sizeof m), 0, "m changed");
+    cr_assert_eq(shmq_qsize(q), 0, "delivered");
+    cr_assert_eq(shmq_put_commit(q, &m, 10), 0, "still open: commit 10");
+    char out[16];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0, "get");
+    cr_assert(len == 10 && memcmp(out, "0123456789", 10) == 0, "message");
+    shmq_release(q);
+}
+
+Test(serialize, abort_drops_and_gives_room_back, .timeout = 10)
+{
+    shmq_t *q = small();
+    struct shmq_msg m[8];
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(shmq_put_begin(q, 8, &m[i], SHMQ_NOWAIT), 0, "put_begin");
+    /* Reservations count against maxsize. */
+    cr_assert(shmq_full(q), "8 reservations: full");
+    struct shmq_msg extra;
+    cr_assert_eq(shmq_put_begin(q, 0, &extra, SHMQ_NOWAIT), -EAGAIN,
+                 "a ninth reservation");
+    cr_assert_eq(shmq_put_nowait(q, NULL, 0), -EAGAIN, "a put");
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(shmq_put_abort(q, &m[i]), 0, "abort %d", i);
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), -EAGAIN, "delivered");
+    cr_assert_eq(fill_empty(q), 8, "room came back");
+    shmq_release(q);
+}
+
+Test(serialize, double_commit_and_abort_are_einval, .timeout = 10)
+{
+    shmq_t *q = small();
+    struct shmq_msg m, copy;
+    cr_assert_eq(shmq_put_begin(q, 4, &m, SHMQ_NOWAIT), 0, "put_begin");
+    copy = m;
+    cr_assert_eq(shmq_put_commit(q, &m, 4), 0, "commit");
+    cr_assert_eq(shmq_put_commit(q, &m, 4), -EINVAL, "commit again");
+    cr_assert_eq(shmq_put_abort(q, &m), -EINVAL, "abort after commit");
+    cr_assert_eq(shmq_put_commit(q, &copy, 4), -EINVAL, "commit a copy");
+    cr_assert_eq(shmq_put_abort(q, &copy), -EINVAL, "abort a copy");
+    cr_assert_eq(shmq_qsize(q), 1, "one message");
+
+    cr_assert_eq(shmq_put_begin(q, 4, &m, SHMQ_NOWAIT), 0, "put_begin");
+    copy = m;
+    cr_assert_eq(shmq_put_abort(q, &m), 0, "abort");
+    cr_assert_eq(shmq_put_abort(q, &m), -EINVAL, "abort again");
+    cr_assert_eq(shmq_put_commit(q, &m, 0), -EINVAL, "commit after abort");
+    cr_assert_eq(shmq_put_abort(q, &copy), -EINVAL, "abort a copy");
+    cr_assert_eq(shmq_put_commit(q, &copy, 0), -EINVAL, "commit a copy");
+    cr_assert_eq(shmq_qsize(q), 1, "still one message");
+    shmq_release(q);
+}
+
+/* A reservation's put begins at put_begin and returns at put_commit:
+ * one committed before another put began comes first, even when
+ * consumers went past it while it was open. */
+Test(serialize, reservation_order_follows_commit, .timeout = 10)
+{
+    shmq_t *q = small();
+    struct shmq_msg a, b;
+    cr_assert_eq(shmq_put_begin(q, 4, &a, SHMQ_NOWAIT), 0, "begin a");
+    cr_assert_eq(shmq_put_begin(q, 4, &b, SHMQ_NOWAIT), 0, "begin b");
+    *(uint32_t *)a.data = 1;
+    *(uint32_t *)b.data = 2;
+    cr_assert_eq(shmq_put_commit(q, &b, 4), 0, "commit b");
+    cr_assert_eq(get_u32(q), 2, "b, past the open a");
+    cr_assert_eq(shmq_put_commit(q, &a, 4), 0, "commit a");
+    put_u32(q, 3);
+    cr_assert_eq(get_u32(q), 1, "a committed before 3 was put");
+    cr_assert_eq(get_u32(q), 3, "then 3");
+    shmq_release(q);
+}
+
+/* An open reservation holds back no message: others' messages are taken
+ * past it (up to the room it holds back). */
+static int put_some_values(void *p)
+{
+    shmq_t *q = p;
+    for (uint32_t i = 0; i < 7; i++)
+        TH_CHECK_EQ(shmq_put(q, &i, sizeof i, 5 * TH_SEC), 0);
+    return 0;
+}
+
+Test(serialize, open_reservation_holds_back_no_message, .timeout = 20)
+{
+    shmq_t *q = small();
+    struct shmq_msg m;
+    cr_assert_eq(shmq_put_begin(q, 8, &m, SHMQ_NOWAIT), 0, "put_begin");
+    pid_t pid = th_fork(put_some_values, q);
+    for (uint32_t i = 0; i < 7; i++) {
+        uint32_t v = 99;
+        size_t len;
+        int r = shmq_get(q, &v, sizeof v, &len, 5 * TH_SEC);
+        cr_assert_eq(r, 0, "get %u past the reservation: %d", i, r);
+        cr_assert_eq(v, i, "order");
+    }
+    th_assert_child_ok(pid);
+    /* The room it holds back, and the room after it, until it ends. */
+    cr_assert(shmq_full(q), "room behind an open reservation came back");
+    memset(m.data, 0, 8);
+    cr_assert_eq(shmq_put_commit(q, &m, 8), 0, "commit at last");
+    size_t len;
+    uint64_t v;
+    cr_assert_eq(shmq_get_nowait(q, &v, sizeof v, &len), 0, "the reserved");
+    /* A borrow holds back nothing either. */
+    put_u32(q, 50);
+    put_u32(q, 51);
+    struct shmq_msg g;
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), 0, "borrow 50");
+    cr_assert_eq(*(uint32_t *)g.data, 50, "50");
+    cr_assert_eq(get_u32(q), 51, "51 past the borrow");
+    cr_assert_eq(shmq_get_end(q, &g), 0, "get_end");
+    cr_assert_eq(fill_empty(q), 8, "all room back");
+    shmq_release(q);
+}
+
+/* The room a committed message does not use is given back: a large
+ * reservation committed short does not keep its whole room while its
+ * message waits in the queue. */
+#ifdef SHMQ_KNOWN_BUGS
+Test(serialize, short_commit_gives_unused_room_back, .timeout = 10)
+{
+    shmq_t *q = make(64, 512, 512, 0);
+    static unsigned char msg[512];
+    size_t fit = 0;
+    while (shmq_put_nowait(q, msg, 8) == 0)
+        fit++;
+    drain(q);
+    struct shmq_msg m;
+    cr_assert_eq(shmq_put_begin(q, shmq_max_message(q), &m, SHMQ_NOWAIT), 0,
+                 "reserve all");
+    cr_assert_eq(shmq_put_commit(q, &m, 8), 0, "commit 8 bytes");
+    size_t n = 0;
+    while (shmq_put_nowait(q, msg, 8) == 0)
+        n++;
+    cr_assert_eq(n, fit - 1,
+                 "%zu 8-byte messages fit next to an 8-byte message committed "
+                 "from a full-size reservation; %zu fit in an empty queue",
+                 n, fit);
+    shmq_release(q);
+}
+#endif
+
+/* Several open reservations and borrows, from several threads. */
+struct holder {
+    shmq_t *q;
+    uint32_t id;
+    pthread_barrier_t *bar;
+    int rc;
+    uint32_t got[2];
+};
+
+static void *hold_many(void *p)
+{
+    struct holder *h = p;
+    struct shmq_msg r[2], g[2];
+    h->rc = -1;
+    for (int i = 0; i < 2; i++) {
+        if (shmq_put_begin(h->q, 8, &r[i], 5 * TH_SEC) != 0)
+            return NULL;
+        *(uint32_t *)r[i].data = h->id * 10 + (uint32_t)i;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (shmq_get_begin(h->q, &g[i], 5 * TH_SEC) != 0 || g[i].len != 4 ||
+            !aligned8(g[i].data))
+            return NULL;
+        memcpy(&h->got[i], g[i].data, 4);
+    }
+    /* All hold two of each at once while the main thread looks. */
+    pthread_barrier_wait(h->bar);
+    pthread_barrier_wait(h->bar);
+    /* End them in the other order than they began. */
+    if (shmq_put_commit(h->q, &r[1], 4) != 0 ||
+        shmq_put_commit(h->q, &r[0], 4) != 0 || shmq_get_end(h->q, &g[1]) != 0 ||
+        shmq_get_end(h->q, &g[0]) != 0)
+        return NULL;
+    h->rc = 0;
+    return NULL;
+}
+
+Test(serialize, several_reservations_and_borrows_from_threads, .timeout = 30)
+{
+    enum { T = 4 };
+    shmq_t *q = make(32, 4096, 64, 0);
+    for (uint32_t i = 0; i < 2 * T; i++)
+        put_u32(q, 1000 + i);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, T + 1);
+    struct holder h[T];
+    pthread_t th[T];
+    for (uint32_t i = 0; i < T; i++) {
+        h[i] = (struct holder){.q = q, .id = i + 1, .bar = &bar};
+        cr_assert_eq(pthread_create(&th[i], NULL, hold_many, &h[i]), 0, "thr");
+    }
+    pthread_barrier_wait(&bar);
+    /* Everything is in flight: 8 reservations, 8 borrows. */
+    size_t qsize = shmq_qsize(q);
+    bool full = shmq_full(q);
+    pthread_barrier_wait(&bar);
+    cr_assert_eq(qsize, 0, "qsize while all are open: %zu", qsize);
+    cr_assert(!full, "full with 16 of 32 in flight");
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&bar);
+    bool seen[2 * T] = {false};
+    for (int i = 0; i < T; i++) {
+        cr_assert_eq(h[i].rc, 0, "thread %d failed", i);
+        for (int k = 0; k < 2; k++) {
+            uint32_t v = h[i].got[k] - 1000;
+            cr_assert(v < 2 * T && !seen[v], "borrowed %u twice or wrong",
+                      h[i].got[k]);
+            seen[v] = true;
+        }
+    }
+    bool mine[T + 1][2] = {{false}};
+    for (int i = 0; i < 2 * T; i++) {
+        uint32_t v = get_u32(q);
+        uint32_t id = v / 10, k = v % 10;
+        cr_assert(id >= 1 && id <= T && k < 2 && !mine[id][k], "got %u", v);
+        mine[id][k] = true;
+    }
+    cr_assert(shmq_empty(q), "extra");
+    /* The room of all of them came back. */
+    cr_assert_eq(fill_empty(q), 32, "room after all ended");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Borrows: get_begin, get_end                                          */
+/* ------------------------------------------------------------------ */
+
+static int get_nowait_is_eagain(void *p)
+{
+    shmq_t *q = p;
+    uint64_t buf[8];
+    size_t len;
+    struct iovec msgs[2];
+    struct shmq_msg g;
+    TH_CHECK_EQ(shmq_get_nowait(q, buf, sizeof buf, &len), -EAGAIN);
+    TH_CHECK_EQ(shmq_get_many(q, buf, sizeof buf, msgs, 2, SHMQ_NOWAIT),
+                -EAGAIN);
+    TH_CHECK_EQ(shmq_get_begin(q, &g, 20 * TH_MS), -ETIMEDOUT);
+    return 0;
+}
+
+Test(serialize, get_begin_takes_the_message, .timeout = 20)
+{
+    shmq_t *q = small();
+    unsigned char msg[40];
+    th_fill(msg, sizeof msg, 8);
+    cr_assert_eq(shmq_put_nowait(q, msg, sizeof msg), 0, "put");
+    struct shmq_msg g;
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), 0, "get_begin");
+    cr_assert_eq(g.len, sizeof msg, "len");
+    cr_assert(aligned8(g.data), "data not 8-byte aligned");
+    cr_assert(th_check(g.data, g.len, 8), "content");
+    cr_assert_eq(shmq_qsize(q), 0, "qsize counts a borrowed message");
+    /* No other consumer sees it: another process, another handle. */
+    th_assert_child_ok(th_fork(get_nowait_is_eagain, q));
+    shmq_t *h2 = NULL;
+    cr_assert_eq(shmq_from_fd(&h2, shmq_fd(q)), 0, "from_fd");
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(h2, msg, sizeof msg, &len), -EAGAIN,
+                 "another handle got it");
+    cr_assert(th_check(g.data, g.len, 8), "content until get_end");
+    cr_assert_eq(shmq_get_end(q, &g), 0, "get_end");
+    cr_assert_eq(shmq_get_end(q, &g), -EINVAL, "get_end again");
+    cr_assert_eq(shmq_get_nowait(h2, msg, sizeof msg, &len), -EAGAIN,
+                 "delivered again after get_end");
+    shmq_release(h2);
+    shmq_release(q);
+}
+
+Test(serialize, borrow_keeps_its_room_until_get_end, .timeout = 10)
+{
+    shmq_t *q = small();
+    for (uint32_t i = 0; i < 8; i++)
+        put_u32(q, i);
+    struct shmq_msg g;
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), 0, "get_begin");
+    cr_assert_eq(*(uint32_t *)g.data, 0, "first");
+    cr_assert_eq(shmq_qsize(q), 7, "qsize");
+    cr_assert(shmq_full(q), "a borrow gave its room back before get_end");
+    cr_assert_eq(shmq_put_nowait(q, NULL, 0), -EAGAIN, "put into its room");
+    cr_assert_eq(shmq_get_end(q, &g), 0, "get_end");
+    cr_assert(!shmq_full(q), "full after get_end");
+    cr_assert_eq(shmq_put_nowait(q, NULL, 0), 0, "put after get_end");
+    shmq_release(q);
+}
+
+Test(serialize, get_begin_zero_byte_and_large, .timeout = 10)
+{
+    shmq_t *q = make(8, 1 << 16, 8192, 0);
+    size_t mm = shmq_max_message(q);
+    static unsigned char msg[1 << 14];
+    cr_assert_eq(shmq_put_nowait(q, NULL, 0), 0, "put 0");
+    th_fill(msg, mm, 4);
+    cr_assert_eq(shmq_put_nowait(q, msg, mm), 0, "put max");
+    struct shmq_msg a, b;
+    cr_assert_eq(shmq_get_begin(q, &a, SHMQ_NOWAIT), 0, "get_begin 0");
+    cr_assert_eq(a.len, 0, "len 0");
+    cr_assert_eq(shmq_get_begin(q, &b, SHMQ_NOWAIT), 0, "get_begin max");
+    cr_assert_eq(b.len, mm, "len max");
+    cr_assert(aligned8(b.data) && th_check(b.data, mm, 4), "content");
+    cr_assert_eq(shmq_get_end(q, &a), 0, "get_end 0");
+    cr_assert_eq(shmq_get_end(q, &b), 0, "get_end max");
+    shmq_release(q);
+}
+
+static int get_begin_forever(struct bg *b)
+{
+    struct shmq_msg g;
+    int r = shmq_get_begin(b->q, &g, SHMQ_FOREVER);
+    if (r == 0) {
+        b->n = g.len;
+        memcpy(b->buf, g.data, g.len < sizeof b->buf ? g.len : sizeof b->buf);
+        r = shmq_get_end(b->q, &g);
+    }
+    return r;
+}
+
+Test(serialize, get_begin_waits_for_a_message, .timeout = 20)
+{
+    shmq_t *q = small();
+    struct bg b;
+    bg_start(&b, get_begin_forever, q);
+    bg_blocked(&b);
+    pid_t pid = th_fork(put_later, q);
+    cr_assert_eq(bg_join(&b), 0, "woken");
+    th_assert_child_ok(pid);
+    cr_assert(b.n == 4 && *(uint32_t *)b.buf == 77, "message");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Ownership: a forked child, release, SIGKILL                          */
+/* ------------------------------------------------------------------ */
+
+struct owned {
+    shmq_t *q;
+    struct shmq_msg r; /* the parent's reservation */
+    struct shmq_msg g; /* the parent's borrow */
+};
+
+static int child_cannot_end(void *p)
+{
+    struct owned *o = p;
+    struct shmq_msg r = o->r, g = o->g;
+    TH_CHECK_EQ(shmq_put_commit(o->q, &r, 4), -EINVAL);
+    TH_CHECK_EQ(shmq_put_abort(o->q, &r), -EINVAL);
+    TH_CHECK_EQ(shmq_get_end(o->q, &g), -EINVAL);
+    TH_CHECK_EQ(shmq_qsize(o->q), 0);
+    /* The child's own work on the inherited handle is fine. */
+    struct shmq_msg mine;
+    TH_CHECK_EQ(shmq_put_begin(o->q, 4, &mine, SHMQ_NOWAIT), 0);
+    TH_CHECK_EQ(shmq_put_abort(o->q, &mine), 0);
+    return 0;
+}
+
+Test(serialize, forked_child_cannot_end_parents, .timeout = 20)
+{
+    shmq_t *q = small();
+    put_u32(q, 5);
+    struct owned o = {.q = q};
+    cr_assert_eq(shmq_put_begin(q, 4, &o.r, SHMQ_NOWAIT), 0, "put_begin");
+    cr_assert_eq(shmq_get_begin(q, &o.g, SHMQ_NOWAIT), 0, "get_begin");
+    *(uint32_t *)o.r.data = 6;
+    th_assert_child_ok(th_fork(child_cannot_end, &o));
+    /* The child exited without release: the parent's are still open. */
+    cr_assert_eq(*(uint32_t *)o.g.data, 5, "borrowed data");
+    cr_assert_eq(shmq_put_commit(q, &o.r, 4), 0, "parent commits");
+    cr_assert_eq(shmq_get_end(q, &o.g), 0, "parent ends the borrow");
+    cr_assert_eq(get_u32(q), 6, "the reserved message");
+    cr_assert(shmq_empty(q), "extra");
+    shmq_release(q);
+}
+
+/* release aborts the handle's open reservations and ends its borrows. */
+Test(serialize, release_ends_reservations_and_borrows, .timeout = 20)
+{
+    shmq_t *q = small();
+    for (uint32_t i = 0; i < 3; i++)
+        put_u32(q, i);
+    shmq_t *h2 = NULL;
+    cr_assert_eq(shmq_from_fd(&h2, shmq_fd(q)), 0, "from_fd");
+    struct shmq_msg r[2], g;
+    cr_assert_eq(shmq_get_begin(h2, &g, SHMQ_NOWAIT), 0, "borrow 0");
+    cr_assert_eq(shmq_put_begin(h2, 8, &r[0], SHMQ_NOWAIT), 0, "reserve");
+    cr_assert_eq(shmq_put_begin(h2, 8, &r[1], SHMQ_NOWAIT), 0, "reserve");
+    memset(r[0].data, 0xab, 8);
+    for (uint32_t i = 3; i < 6; i++)
+        put_u32(q, i);
+    cr_assert(shmq_full(q), "full: 1 borrow, 2 reservations, 5 messages");
+    shmq_release(h2);
+    for (uint32_t i = 1; i < 6; i++)
+        cr_assert_eq(get_u32(q), i, "order");
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), -EAGAIN,
+                 "a released reservation was delivered");
+    cr_assert_eq(fill_empty(q), 8, "the room came back");
+    shmq_release(q);
+}
+
+struct killed {
+    shmq_t *q;
+    int ready; /* pipe write end */
+};
+
+static int hold_and_wait(void *p)
+{
+    struct killed *k = p;
+    struct shmq_msg g, r[2];
+    TH_CHECK_EQ(shmq_get_begin(k->q, &g, SHMQ_NOWAIT), 0);
+    TH_CHECK_EQ(shmq_put_begin(k->q, 16, &r[0], SHMQ_NOWAIT), 0);
+    TH_CHECK_EQ(shmq_put_begin(k->q, 16, &r[1], SHMQ_NOWAIT), 0);
+    memset(r[0].data, 0xcd, 16);
+    TH_CHECK(write(k->ready, "r", 1) == 1);
+    for (;;)
+        pause();
+}
+
+/* A process killed holding reservations and borrows loses only those:
+ * others' messages stay, the room comes back. */
+Test(serialize, killed_holder_loses_only_its_own, .timeout = 30)
+{
+    shmq_t *q = make(8, 4096, 64, SHMQ_JOINABLE);
+    for (uint32_t i = 0; i < 4; i++)
+        put_u32(q, i);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0, "pipe");
+    struct killed k = {q, fds[1]};
+    pid_t pid = th_fork(hold_and_wait, &k);
+    char c;
+    cr_assert_eq(read(fds[0], &c, 1), 1, "child ready");
+    close(fds[0]);
+    close(fds[1]);
+    put_u32(q, 4);
+    put_u32(q, 5);
+    cr_assert(shmq_full(q), "full: 5 messages, 1 borrow, 2 reservations");
+    kill(pid, SIGKILL);
+    int st = th_wait_pid(pid, 10 * TH_SEC);
+    cr_assert(st >= 0 && WIFSIGNALED(st), "child killed");
+    for (uint32_t i = 1; i < 6; i++) {
+        uint32_t v = 99;
+        size_t len;
+        int r = shmq_get(q, &v, sizeof v, &len, 5 * TH_SEC);
+        cr_assert_eq(r, 0, "get %u: %d", i, r);
+        cr_assert_eq(v, i, "order");
+        cr_assert_eq(shmq_task_done(q), 0, "task_done %u", i);
+    }
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), -EAGAIN,
+                 "a dead process's reservation was delivered");
+    /* Every record's room comes back: the queue holds 8 again. */
+    for (uint32_t i = 0; i < 8; i++) {
+        int r = shmq_put(q, &i, sizeof i, 5 * TH_SEC);
+        cr_assert_eq(r, 0, "put %u after the death: %d", i, r);
+    }
+    cr_assert(shmq_full(q), "full again");
+    cr_assert_eq(drain(q), 8, "drain");
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(shmq_task_done(q), 0, "task_done");
+    /* The borrowed message went with its reader: join does not wait for
+     * it; the reservations were never put. */
+    cr_assert_eq(shmq_join(q, 2 * TH_SEC), 0, "join");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* JoinableQueue counts                                                 */
+/* ------------------------------------------------------------------ */
+
+Test(serialize, joinable_counts_batches, .timeout = 10)
+{
+    shmq_t *q = make(16, 4096, 64, SHMQ_JOINABLE);
+    cr_assert_eq(shmq_put_many(q, values(0, 5), 5, 0, SHMQ_NOWAIT), 5,
+                 "put_many 5");
+    cr_assert_eq(shmq_put_many(q, values(5, 3), 3, SHMQ_ALL, SHMQ_NOWAIT), 3,
+                 "put_many ALL 3");
+    char x = 'x';
+    struct iovec iov[2] = {{&x, 1}, {&x, 1}};
+    cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_NOWAIT), 0, "putv");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), -EAGAIN, "join with 9 out");
+    uint64_t buf[32];
+    struct iovec msgs[16];
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 16, SHMQ_NOWAIT), 9,
+                 "get_many 9");
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(shmq_task_done(q), 0, "task_done %d", i);
+        cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), -EAGAIN, "join after %d", i);
+    }
+    cr_assert_eq(shmq_task_done(q), 0, "task_done 9");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0, "join after 9");
+    cr_assert_eq(shmq_task_done(q), -EINVAL, "a 10th task_done");
+    shmq_release(q);
+}
+
+Test(serialize, joinable_counts_reservations_and_borrows, .timeout = 10)
+{
+    shmq_t *q = make(16, 4096, 64, SHMQ_JOINABLE);
+    struct shmq_msg a, b, g;
+    cr_assert_eq(shmq_put_begin(q, 4, &a, SHMQ_NOWAIT), 0, "begin a");
+    cr_assert_eq(shmq_put_abort(q, &a), 0, "abort a");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0, "an aborted one is no task");
+    cr_assert_eq(shmq_task_done(q), -EINVAL, "task_done of an aborted one");
+    cr_assert_eq(shmq_put_begin(q, 4, &b, SHMQ_NOWAIT), 0, "begin b");
+    cr_assert_eq(shmq_put_commit(q, &b, 4), 0, "commit b");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), -EAGAIN, "b is a task");
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), 0, "borrow b");
+    cr_assert_eq(shmq_get_end(q, &g), 0, "get_end");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), -EAGAIN, "until task_done");
+    cr_assert_eq(shmq_task_done(q), 0, "task_done b");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0, "join");
+    cr_assert_eq(shmq_task_done(q), -EINVAL, "one too many");
+    shmq_release(q);
+}
+
+/* A reservation is not a message put until its commit: task_done cannot
+ * count it as one. */
+#ifdef SHMQ_KNOWN_BUGS
+Test(serialize, joinable_open_reservation_is_no_task, .timeout = 10)
+{
+    shmq_t *q = make(16, 4096, 64, SHMQ_JOINABLE);
+    struct shmq_msg a;
+    cr_assert_eq(shmq_put_begin(q, 4, &a, SHMQ_NOWAIT), 0, "begin a");
+    cr_assert_eq(shmq_task_done(q), -EINVAL,
+                 "task_done with only an open reservation");
+    cr_assert_eq(shmq_put_commit(q, &a, 4), 0, "commit a");
+    get_u32(q);
+    cr_assert_eq(shmq_task_done(q), 0, "task_done of a");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0, "join");
+    shmq_release(q);
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Signals never end a wait early                                       */
+/* ------------------------------------------------------------------ */
+
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    alarms++;
+}
+
+/* SIGALRM every 2 ms, caught by a handler installed without SA_RESTART. */
+static void alarm_storm(bool on)
+{
+    struct itimerval it = {{0, 0}, {0, 0}};
+    if (on) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;
+        sigaction(SIGALRM, &sa, NULL);
+        alarms = 0;
+        it.it_interval.tv_usec = 2000;
+        it.it_value.tv_usec = 2000;
+    }
+    setitimer(ITIMER_REAL, &it, NULL);
+    if (!on)
+        signal(SIGALRM, SIG_IGN);
+}
+
+static int take_later(void *p)
+{
+    shmq_t *q = p;
+    th_sleep_ns(150 * TH_MS);
+    size_t len;
+    uint64_t buf[8];
+    TH_CHECK_EQ(shmq_get(q, buf, sizeof buf, &len, 5 * TH_SEC), 0);
+    return 0;
+}
+
+static int put_later_slow(void *p)
+{
+    shmq_t *q = p;
+    th_sleep_ns(150 * TH_MS);
+    uint32_t v = 88;
+    TH_CHECK_EQ(shmq_put(q, &v, sizeof v, 5 * TH_SEC), 0);
+    return 0;
+}
+
+Test(serialize, signals_do_not_end_waits, .timeout = 30)
+{
+    const int64_t T = 150 * TH_MS;
+    shmq_t *q = small();
+    uint64_t buf[8];
+    struct iovec msgs[4];
+    struct shmq_msg m;
+    int r[6];
+    int64_t dt[6];
+    sig_atomic_t hits[6];
+    int64_t t0;
+    alarm_storm(true);
+    /* Timed: the deadline holds. */
+    t0 = th_now_ns();
+    r[0] = shmq_get_many(q, buf, sizeof buf, msgs, 4, T);
+    dt[0] = th_now_ns() - t0;
+    hits[0] = alarms;
+    t0 = th_now_ns();
+    r[1] = shmq_get_begin(q, &m, T);
+    dt[1] = th_now_ns() - t0;
+    hits[1] = alarms;
+    size_t full = fill_empty(q);
+    t0 = th_now_ns();
+    r[2] = shmq_put_begin(q, 4, &m, T);
+    dt[2] = th_now_ns() - t0;
+    t0 = th_now_ns();
+    r[3] = shmq_put_many(q, values(0, 2), 2, SHMQ_ALL, T);
+    dt[3] = th_now_ns() - t0;
+    /* Forever: only the other process's action ends the wait. */
+    pid_t pid = th_fork(take_later, q);
+    t0 = th_now_ns();
+    r[4] = shmq_put_begin(q, 4, &m, SHMQ_FOREVER);
+    dt[4] = th_now_ns() - t0;
+    if (r[4] == 0)
+        shmq_put_abort(q, &m);
+    drain(q);
+    pid_t pid2 = th_fork(put_later_slow, q);
+    t0 = th_now_ns();
+    r[5] = shmq_get_many(q, buf, sizeof buf, msgs, 4, SHMQ_FOREVER);
+    dt[5] = th_now_ns() - t0;
+    hits[5] = alarms;
+    alarm_storm(false);
+    th_assert_child_ok(pid);
+    th_assert_child_ok(pid2);
+    cr_assert_eq(full, 8, "fill");
+    cr_assert_gt(hits[5], 20, "only %d alarms", (int)hits[5]);
+    const char *names[] = {"get_many", "get_begin", "put_begin",
+                           "put_many ALL"};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(r[i], -ETIMEDOUT, "%s: %d", names[i], r[i]);
+        cr_assert_geq(dt[i], T, "%s returned early: %lld ns", names[i],
+                      (long long)dt[i]);
+        cr_assert_lt(dt[i], T + LATE_NS, "%s late", names[i]);
+    }
+    cr_assert_eq(r[4], 0, "put_begin forever: %d", r[4]);
+    cr_assert_geq(dt[4], 100 * TH_MS, "put_begin returned before room came");
+    cr_assert_eq(r[5], 1, "get_many forever: %d", r[5]);
+    cr_assert_geq(dt[5], 100 * TH_MS, "get_many returned before the put");
+    cr_assert_eq(*(uint32_t *)msgs[0].iov_base, 88, "message");
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Stress: every call, several processes                                */
+/* ------------------------------------------------------------------ */
+
+enum { S_PROD = 4, S_CONS = 4, S_MAXLEN = 200 };
+
+struct stress {
+    shmq_t *q;
+    uint32_t per_producer;
+    uint32_t id;
+    uint8_t *seen; /* shared: [S_PROD][per_producer] counters */
+    uint64_t *taken; /* shared: messages each consumer took */
+};
+
+static size_t stress_len(uint64_t *rng)
+{
+    return TH_PAYLOAD_MIN + (size_t)th_rand_below(rng, S_MAXLEN - TH_PAYLOAD_MIN);
+}
+
+static int stress_putv(struct stress *s, uint64_t *rng, uint32_t seq)
+{
+    unsigned char msg[S_MAXLEN];
+    size_t len = stress_len(rng);
+    th_payload_fill(msg, len, s->id, seq);
+    size_t a = (size_t)th_rand_below(rng, len + 1);
+    size_t b = a + (size_t)th_rand_below(rng, len - a + 1);
+    struct iovec iov[3] = {{msg, a}, {msg + a, b - a}, {msg + b, len - b}};
+    TH_CHECK_EQ(shmq_putv(s->q, iov, 3, 10 * TH_SEC), 0);
+    return 0;
+}
+
+/* Puts seq.. as a batch; returns how many went in (< 0: failed). */
+static int stress_batch(struct stress *s, uint64_t *rng, uint32_t seq,
+                        uint32_t left)
+{
+    static unsigned char msgs[8][S_MAXLEN];
+    struct iovec iov[8];
+    size_t n = 1 + (size_t)th_rand_below(rng, 8);
+    if (n > left)
+        n = left;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = stress_len(rng);
+        th_payload_fill(msgs[i], len, s->id, seq + (uint32_t)i);
+        iov[i] = (struct iovec){msgs[i], len};
+    }
+    unsigned flags = th_rand_below(rng, 2) ? SHMQ_ALL : 0;
+    size_t done = 0;
+    while (done < n) {
+        int r = shmq_put_many(s->q, iov + done, n - done, flags, 10 * TH_SEC);
+        if (r <= 0 || (flags && (size_t)r != n)) {
+            fprintf(stderr, "put_many: %d of %zu (flags %u)\n", r, n, flags);
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return (int)n;
+}
+
+static int stress_reserve(struct stress *s, uint64_t *rng, uint32_t seq)
+{
+    struct shmq_msg m;
+    if (th_rand_below(rng, 8) == 0) { /* a dropped one, now and then */
+        TH_CHECK_EQ(shmq_put_begin(s->q, 32, &m, 10 * TH_SEC), 0);
+        TH_CHECK_EQ(shmq_put_abort(s->q, &m), 0);
+    }
+    size_t len = stress_len(rng);
+    size_t room = len + (size_t)th_rand_below(rng, S_MAXLEN - len + 1);
+    TH_CHECK_EQ(shmq_put_begin(s->q, room, &m, 10 * TH_SEC), 0);
+    TH_CHECK(m.len == room && aligned8(m.data));
+    th_payload_fill(m.data, len, s->id, seq);
+    TH_CHECK_EQ(shmq_put_commit(s->q, &m, len), 0);
+    return 0;
+}
+
+static int stress_producer(void *p)
+{
+    struct stress *s = p;
+    uint64_t rng = 0x1234u + s->id;
+    for (uint32_t seq = 0; seq < s->per_producer;) {
+        switch (th_rand_below(&rng, 3)) {
+        case 0:
+            if (stress_putv(s, &rng, seq))
+                return 1;
+            seq++;
+            break;
+        case 1: {
+            int n = stress_batch(s, &rng, seq, s->per_producer - seq);
+            if (n < 0)
+                return 1;
+            seq += (uint32_t)n;
+            break;
+        }
+        default:
+            if (stress_reserve(s, &rng, seq))
+                return 1;
+            seq++;
+        }
+    }
+    return 0;
+}
+
+/* Record one message; 0 or 1 (bad payload, duplicate, order broken). */
+static int stress_seen(struct stress *s, const void *data, size_t len,
+                       uint32_t *last)
+{
+    uint32_t prod, seq;
+    TH_CHECK(th_payload_check(data, len, &prod, &seq));
+    TH_CHECK(prod < S_PROD && seq < s->per_producer);
+    /* FIFO per producer, as this consumer sees it. */
+    TH_CHECK(last[prod] == UINT32_MAX || seq > last[prod]);
+    last[prod] = seq;
+    uint8_t c = __atomic_fetch_add(&s->seen[prod * s->per_producer + seq], 1,
+                                   __ATOMIC_RELAXED);
+    TH_CHECK_EQ(c, 0);
+    s->taken[s->id]++;
+    return 0;
+}
+
+static int stress_consumer(void *p)
+{
+    struct stress *s = p;
+    uint64_t rng = 0x9876u + s->id;
+    uint32_t last[S_PROD];
+    for (int i = 0; i < S_PROD; i++)
+        last[i] = UINT32_MAX;
+    static _Alignas(8) unsigned char buf[2048];
+    struct iovec msgs[16];
+    for (;;) {
+        if (th_rand_below(&rng, 2)) {
+            size_t cap = S_MAXLEN + (size_t)th_rand_below(&rng, sizeof buf - S_MAXLEN);
+            size_t max = 1 + (size_t)th_rand_below(&rng, 16);
+            int r = shmq_get_many(s->q, buf, cap, msgs, max, 10 * TH_SEC);
+            if (r == -EPIPE)
+                return 0;
+            TH_CHECK(r >= 1 && (size_t)r <= max);
+            for (int i = 0; i < r; i++) {
+                TH_CHECK((size_t)((unsigned char *)msgs[i].iov_base - buf) % 8 == 0);
+                if (stress_seen(s, msgs[i].iov_base, msgs[i].iov_len, last))
+                    return 1;
+            }
+        } else {
+            struct shmq_msg g;
+            int r = shmq_get_begin(s->q, &g, 10 * TH_SEC);
+            if (r == -EPIPE)
+                return 0;
+            TH_CHECK_EQ(r, 0);
+            TH_CHECK(aligned8(g.data));
+            if (stress_seen(s, g.data, g.len, last))
+                return 1;
+            TH_CHECK_EQ(shmq_get_end(s->q, &g), 0);
+        }
+    }
+}
+
+Test(serialize, stress_every_call_across_processes, .timeout = 120)
+{
+    uint32_t per = (uint32_t)th_scaled(3000, 200);
+    shmq_t *q = make(64, 8192, 256, 0);
+    size_t seen_size = (size_t)S_PROD * per;
+    uint8_t *seen = th_shared_alloc(seen_size);
+    uint64_t *taken = th_shared_alloc(sizeof(uint64_t) * S_CONS);
+    cr_assert(seen && taken, "shared memory");
+    struct stress prod[S_PROD], cons[S_CONS];
+    pid_t pp[S_PROD], cp[S_CONS];
+    int64_t t0 = th_now_ns();
+    for (uint32_t i = 0; i < S_CONS; i++) {
+        cons[i] = (struct stress){q, per, i, seen, taken};
+        cp[i] = th_fork(stress_consumer, &cons[i]);
+    }
+    for (uint32_t i = 0; i < S_PROD; i++) {
+        prod[i] = (struct stress){q, per, i, seen, taken};
+        pp[i] = th_fork(stress_producer, &prod[i]);
+    }
+    th_assert_children_ok_within(pp, S_PROD, 60 * TH_SEC);
+    shmq_close(q);
+    th_assert_children_ok_within(cp, S_CONS, 30 * TH_SEC);
+    int64_t dt = th_now_ns() - t0;
+    uint64_t total = 0;
+    for (int i = 0; i < S_CONS; i++)
+        total += taken[i];
+    for (size_t i = 0; i < seen_size; i++)
+        cr_assert_eq(seen[i], 1, "producer %zu message %zu seen %u times",
+                     i / per, i % per, seen[i]);
+    cr_assert_eq(total, seen_size, "taken");
+    cr_log_info("stress: %llu messages in %lld ms", (unsigned long long)total,
+                (long long)(dt / TH_MS));
+    th_shared_free(seen, seen_size);
+    th_shared_free(taken, sizeof(uint64_t) * S_CONS);
+    shmq_release(q);
+}
