@@ -98,6 +98,14 @@ struct transport {
     int (*finish)(struct chan *ch);
     void (*detach)(struct chan *ch);
     void (*teardown)(struct chan *ch);
+    /* Optional, for the victim of the stall scenario: send or receive
+     * one message in place, with *held 1 from the moment its room is
+     * claimed until it is published (send) or given back (recv), so
+     * that a stop can be aimed inside that window. */
+    int (*send_held)(struct chan *ch, const void *buf, size_t len,
+                     _Atomic uint32_t *held);
+    int (*recv_held)(struct chan *ch, void *buf, size_t cap, size_t *len,
+                     _Atomic uint32_t *held);
 };
 
 /* transports, each in its own transport_*.c (or limits.c) */
@@ -139,6 +147,26 @@ void payload_fill_pattern(unsigned char *pattern, size_t size,
 /* harness.c: run one cell over one transport, in forked processes. */
 void harness_run(const struct transport *t, const struct cell *c,
                  struct result *r);
+/* One stop message per consumer, from the parent (transports without
+ * finish()). */
+int harness_send_stops(struct chan *ch, unsigned n);
+
+/* stall.c: 4 producers and 4 consumers, one victim SIGSTOPped for 100 ms
+ * once a second; the others' rate during each stop and in the free part
+ * of the same second. */
+struct stall_result {
+    const struct transport *t;
+    enum role victim; /* ROLE_PRODUCER or ROLE_CONSUMER */
+    bool ran, failed;
+    unsigned periods;
+    double free_rate[BENCH_MAX_ROUNDS], stop_rate[BENCH_MAX_ROUNDS];
+    bool aimed;      /* stops aimed inside a claimed, unpublished record */
+    unsigned inside; /* stops that landed there */
+    uint64_t msgs;   /* received in all, every one checked */
+    char note[160];
+};
+void stall_run(const struct transport *t, enum role victim, unsigned periods,
+               struct stall_result *r);
 
 /* limits.c: the physical limits that need no transport. */
 void limit_spin_pingpong(const struct cell *c, struct result *r);
@@ -204,6 +232,8 @@ struct bench {
     struct result *res; /* [round][cell][column] */
     char notes[8][512]; /* lines for the report's preamble */
     size_t nnotes;
+    struct stall_result stall[4]; /* --scenario stall */
+    size_t nstall;
     double elapsed;                       /* seconds the whole run took */
     char load_before[64], load_after[64]; /* /proc/loadavg */
 };

@@ -180,7 +180,7 @@ static int consumer(struct chan *ch, struct ctl *ctl, unsigned idx)
 }
 
 /* Stop messages from the parent, for transports without finish(). */
-static int send_stops(struct chan *ch, unsigned n)
+int harness_send_stops(struct chan *ch, unsigned n)
 {
     struct payload pl;
     int rc = payload_init(&pl, ch->cell->size, 0);
@@ -261,7 +261,7 @@ static void throughput(const struct transport *t, const struct cell *c,
         atomic_store(&ctl->stop, 1);
     }
     bad |= reap(prod, np, c->count ? 600 : 30);
-    rc = t->finish ? t->finish(&ch) : send_stops(&ch, nc);
+    rc = t->finish ? t->finish(&ch) : harness_send_stops(&ch, nc);
     if (rc < 0)
         fail(ctl, "finish", rc);
     bad |= reap(cons, nc, 30);

@@ -33,7 +33,7 @@ struct opts {
     double secs;
     unsigned long long count;
     bool no_warmup;
-    unsigned scenarios; /* bit 0 throughput, bit 1 latency */
+    unsigned scenarios; /* bit 0 throughput, bit 1 latency, bit 2 stall */
     size_t sizes[16];
     size_t nsizes;
     unsigned shapes[8];
@@ -51,13 +51,16 @@ static void usage(FILE *f)
         "                       size, 2x2/4x4/8x8 at 64 B and 4 KiB; "
         "ping-pong\n"
         "                       at 64 B and 4 KiB, blocking and adaptive;\n"
-        "                       5 rounds\n"
+        "                       5 rounds; then the stall scenario\n"
         "  --quick              a run of a few seconds (1 round, short cells)\n"
         "  --smoke              fail unless every scenario ran and verified\n"
         "  --full               every shape at every size\n"
         "  --rounds N           rounds (default 5)\n"
         "  --secs S             seconds per measurement (default 0.04)\n"
-        "  --scenario LIST      throughput,latency\n"
+        "  --scenario LIST      throughput,latency,stall (stall: 4x4 64 B,\n"
+        "                       a producer, then a consumer, SIGSTOPped\n"
+        "                       100 ms every second; shmq 4 s each, the\n"
+        "                       Vyukov ring 2 s each)\n"
         "  --size LIST          e.g. 64,4K,1M (8 B to 1 MiB)\n"
         "  --shape LIST         e.g. 1x1,8x8 (PxC, P = C = 1, 2, 4 or 8)\n"
         "  --mode LIST          blocking,adaptive (latency waits)\n"
@@ -102,6 +105,8 @@ static int parse_list(char *arg, struct opts *o, int what)
                 o->scenarios |= 1;
             else if (!strcmp(tok, "latency"))
                 o->scenarios |= 2;
+            else if (!strcmp(tok, "stall"))
+                o->scenarios |= 4;
             else
                 return -1;
         } else if (what == 'z') {
@@ -343,13 +348,40 @@ static void loadavg(char *buf, size_t n)
         fclose(f);
 }
 
+/* The stall scenario: over shmq and, for contrast, the Vyukov ring, a
+ * producer then a consumer stopped; fewer seconds when quick. */
+static void plan_stall(struct bench *b, const struct opts *o)
+{
+    const struct transport *ts[2] = {&transport_shmq, &transport_vyukov};
+    const char *names[2] = {"shmq", "vyukov"};
+    if (!(o->scenarios & 4))
+        return;
+    for (int i = 0; i < 2; i++)
+        for (int v = 0; v < 2 && picked(o, names[i]); v++)
+            b->stall[b->nstall++] = (struct stall_result){
+                .t = ts[i],
+                .victim = v ? ROLE_CONSUMER : ROLE_PRODUCER,
+                .periods = o->quick || o->smoke ? 1 : i ? 2 : 4};
+}
+
+static void run_stalls(struct bench *b)
+{
+    for (size_t i = 0; i < b->nstall; i++) {
+        struct stall_result *r = &b->stall[i];
+        progress("stall: %s, a %s stopped (%u s)", r->t->label,
+                 r->victim == ROLE_PRODUCER ? "producer" : "consumer",
+                 r->periods);
+        stall_run(r->t, r->victim, r->periods, r);
+    }
+}
+
 static void run(struct bench *b, const char *script, bool warm)
 {
     double t0 = now_sec();
     loadavg(b->load_before, sizeof(b->load_before));
-    if (warm)
+    if (warm && b->ncells)
         warm_up(b);
-    for (unsigned r = 0; r < b->rounds; r++) {
+    for (unsigned r = 0; r < b->rounds && b->ncells; r++) {
         for (size_t k = 0; k < b->ncells; k++) {
             char name[64];
             cell_name(&b->cells[k], name, sizeof(name));
@@ -363,6 +395,7 @@ static void run(struct bench *b, const char *script, bool warm)
         }
         run_python(b, r, script);
     }
+    run_stalls(b);
     b->elapsed = now_sec() - t0;
     loadavg(b->load_after, sizeof(b->load_after));
     progress("done in %.0f s", b->elapsed);
@@ -390,6 +423,11 @@ static int smoke_verdict(const struct bench *b)
                     bad = 1;
                 }
             }
+    for (size_t i = 0; i < b->nstall; i++)
+        if (b->stall[i].t->kind == TK_SHMQ && !b->stall[i].ran) {
+            fprintf(stderr, "smoke: shmq did not run the stall scenario\n");
+            bad = 1;
+        }
     return bad;
 }
 
@@ -494,7 +532,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!o.scenarios)
-        o.scenarios = 3;
+        o.scenarios = 7;
     if (!o.modes)
         o.modes = 3;
 
@@ -504,7 +542,8 @@ int main(int argc, char **argv)
     note(b, "%s", mq_limits_raise());
     columns(b, &o);
     plan(b, &o);
-    if (!b->ncells || !b->ncols) {
+    plan_stall(b, &o);
+    if ((!b->ncells && !b->nstall) || !b->ncols) {
         fprintf(stderr, "shmq-bench: nothing selected\n");
         return 2;
     }
@@ -516,7 +555,9 @@ int main(int argc, char **argv)
         return 1;
     /* progress only when the run is longer than a few seconds */
     bench_verbose_progress =
-        (double)b->rounds * (double)b->ncells * (double)b->ncols * o.secs > 4.0;
+        (double)b->rounds * (double)b->ncells * (double)b->ncols * o.secs >
+            4.0 ||
+        b->nstall > 2;
     run(b, o.script, !o.no_warmup);
 
     report_markdown(b, stdout);

@@ -416,6 +416,79 @@ static void latency_tables(const struct bench *b, FILE *out)
 }
 
 /* ---------------------------------------------------------------- */
+/* stall                                                              */
+/* ---------------------------------------------------------------- */
+
+/* Rate of the others during each stop over their rate in the free part
+ * of the same second, median (min-max) over the seconds. */
+static struct ratio stall_ratio(const struct stall_result *r)
+{
+    double v[BENCH_MAX_ROUNDS];
+    size_t n = 0;
+    if (!r->ran || r->failed)
+        return (struct ratio){0};
+    for (unsigned k = 0; k < r->periods; k++)
+        if (r->free_rate[k] > 0)
+            v[n++] = r->stop_rate[k] / r->free_rate[k];
+    return summarize(v, n);
+}
+
+static double stall_median(const struct stall_result *r, const double *rates)
+{
+    double v[BENCH_MAX_ROUNDS];
+    for (unsigned k = 0; k < r->periods; k++)
+        v[k] = rates[k];
+    return median(v, r->periods);
+}
+
+static const char *victim_name(const struct stall_result *r)
+{
+    return r->victim == ROLE_PRODUCER ? "a producer" : "a consumer";
+}
+
+static void stall_table(const struct bench *b, FILE *out)
+{
+    char f[32], st[32], q[64], in[32];
+    if (!b->nstall)
+        return;
+    fprintf(out, "\n### Stall: 4x4, 64 B, one process SIGSTOPped for "
+                 "100 ms every second (the others' messages/s; ratio: "
+                 "during the stop ÷ free part of the same second, median "
+                 "(min–max) over the seconds; inside: stops that caught the "
+                 "victim holding a claimed record)\n\n| queue | stopped |"
+                 " seconds | inside | others, free | others, during stops |"
+                 " ratio |\n|---|---|---:|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < b->nstall; i++) {
+        const struct stall_result *r = &b->stall[i];
+        if (r->failed) {
+            fprintf(out, "| %s | %s | %u | | FAIL | FAIL | %s |\n",
+                    r->t->label, victim_name(r), r->periods, r->note);
+            continue;
+        }
+        if (r->aimed)
+            snprintf(in, sizeof(in), "%u", r->inside);
+        else
+            snprintf(in, sizeof(in), "not aimed");
+        fmt_si(f, sizeof(f), stall_median(r, r->free_rate));
+        fmt_si(st, sizeof(st), stall_median(r, r->stop_rate));
+        fmt_ratio(q, sizeof(q), stall_ratio(r));
+        fprintf(out,
+                r->t->kind == TK_SHMQ
+                    ? "| **%s** | %s | %u | %s | %s | %s | **%s** |\n"
+                    : "| %s | %s | %u | %s | %s | %s | %s |\n",
+                r->t->label, victim_name(r), r->periods, in, f, st, q);
+    }
+}
+
+static struct ratio shmq_stall(const struct bench *b, enum role victim)
+{
+    for (size_t i = 0; i < b->nstall; i++)
+        if (b->stall[i].t->kind == TK_SHMQ && b->stall[i].victim == victim)
+            return stall_ratio(&b->stall[i]);
+    return (struct ratio){0};
+}
+
+/* ---------------------------------------------------------------- */
 /* targets                                                            */
 /* ---------------------------------------------------------------- */
 
@@ -462,6 +535,12 @@ static size_t targets(const struct bench *b, struct target *t)
         ratio_of(b, la, s, la, col_of(b, "ringpp"), NULL), 1.0, false};
     t[n++] = (struct target){"8x8 64 B: shmq ÷ shmq 1x1 64 B ≥ 0.60",
                              ratio_of(b, k88, s, k64, s, NULL), 0.6, true};
+    t[n++] = (struct target){"stall, producer stopped: others during ÷ "
+                             "without stops ≥ 0.5",
+                             shmq_stall(b, ROLE_PRODUCER), 0.5, true};
+    t[n++] = (struct target){"stall, consumer stopped: others during ÷ "
+                             "without stops ≥ 0.5",
+                             shmq_stall(b, ROLE_CONSUMER), 0.5, true};
     /* no cell where shmq is slower than pipe: the worst cell's median */
     struct ratio worst = {0};
     const char *where = "";
@@ -497,7 +576,7 @@ static const char *verdict(const struct target *t)
 
 static void target_table(const struct bench *b, FILE *out)
 {
-    struct target t[12];
+    struct target t[16];
     size_t n = targets(b, t);
     char q[64];
     fprintf(out, "\n### Targets (ratios within a round, median (min–max))"
@@ -545,6 +624,7 @@ void report_markdown(const struct bench *b, FILE *out)
         throughput_ratios(b, out);
     }
     latency_tables(b, out);
+    stall_table(b, out);
     target_table(b, out);
 }
 
@@ -568,6 +648,13 @@ size_t report_failures(const struct bench *b, FILE *out)
                         : "",
                     b->cols[j].name, x->note);
             }
+    for (size_t i = 0; i < b->nstall; i++)
+        if (b->stall[i].failed) {
+            n++;
+            fprintf(out, "FAILED: stall, %s stopped, %s: %s\n",
+                    victim_name(&b->stall[i]), b->stall[i].t->name,
+                    b->stall[i].note);
+        }
     return n;
 }
 
@@ -648,7 +735,7 @@ int report_json(const struct bench *b, const char *path)
 {
     FILE *f = fopen(path, "w");
     struct utsname u;
-    struct target t[12];
+    struct target t[16];
     size_t nt;
     if (!f)
         return -1;
@@ -767,6 +854,28 @@ int report_json(const struct bench *b, const char *path)
                 ratio_of(b, (int)k, s, lk, col_of(b, "memcpy"), get_byte_rate));
         }
         fputs("}}", f);
+    }
+    fputs("\n],\n\"stall\": [", f);
+    for (size_t i = 0; i < b->nstall; i++) {
+        const struct stall_result *r = &b->stall[i];
+        fprintf(f,
+                "%s\n  {\"transport\": \"%s\", \"stopped\": \"%s\", "
+                "\"failed\": %s, \"messages\": %llu, \"stops_inside\": %u, "
+                "\"seconds\": [",
+                i ? "," : "", r->t->name,
+                r->victim == ROLE_PRODUCER ? "producer" : "consumer",
+                r->failed ? "true" : "false", (unsigned long long)r->msgs,
+                r->inside);
+        for (unsigned k = 0; k < r->periods; k++) {
+            fputs(k ? ", {\"free_per_s\": " : "{\"free_per_s\": ", f);
+            json_num(f, r->free_rate[k]);
+            fputs(", \"stopped_per_s\": ", f);
+            json_num(f, r->stop_rate[k]);
+            fputc('}', f);
+        }
+        fputs("], ", f);
+        json_ratio(f, "ratio", stall_ratio(r));
+        fputc('}', f);
     }
     fputs("\n],\n\"targets\": [", f);
     nt = targets(b, t);

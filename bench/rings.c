@@ -127,29 +127,86 @@ void vyukov_init(struct vyukov *r, struct vyukov_shared *sh)
     atomic_store_explicit(&sh->deq, 0, memory_order_release);
 }
 
-int vyukov_try_put(struct vyukov *r, const void *msg, size_t len)
+static inline int vyukov_claim_put_(struct vyukov *r, uint64_t *pos)
 {
-    uint64_t pos = atomic_load_explicit(&r->sh->enq, memory_order_relaxed);
-    struct vyukov_cell *c;
+    uint64_t p = atomic_load_explicit(&r->sh->enq, memory_order_relaxed);
     for (;;) {
-        c = cell_at(r, pos);
         /* pairs with the release store of the get that freed the cell:
          * its reads of the old payload are done */
-        uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        int64_t dif = (int64_t)(seq - pos);
+        uint64_t seq =
+            atomic_load_explicit(&cell_at(r, p)->seq, memory_order_acquire);
+        int64_t dif = (int64_t)(seq - p);
         if (dif == 0) {
             /* the claim orders nothing: the cell's seq publishes */
-            if (atomic_compare_exchange_weak_explicit(&r->sh->enq, &pos,
-                                                      pos + 1,
+            if (atomic_compare_exchange_weak_explicit(&r->sh->enq, &p, p + 1,
                                                       memory_order_relaxed,
                                                       memory_order_relaxed))
                 break;
         } else if (dif < 0) {
             return -EAGAIN;
         } else {
-            pos = atomic_load_explicit(&r->sh->enq, memory_order_relaxed);
+            p = atomic_load_explicit(&r->sh->enq, memory_order_relaxed);
         }
     }
+    *pos = p;
+    return 0;
+}
+
+static inline unsigned char *vyukov_data_(const struct vyukov *r, uint64_t pos)
+{
+    return (unsigned char *)(cell_at(r, pos) + 1);
+}
+
+static inline size_t vyukov_len_(const struct vyukov *r, uint64_t pos)
+{
+    uint64_t l = cell_at(r, pos)->len;
+    return l > r->stride - sizeof(struct vyukov_cell) ? r->stride : l;
+}
+
+static inline void vyukov_publish_(struct vyukov *r, uint64_t pos, size_t len)
+{
+    struct vyukov_cell *c = cell_at(r, pos);
+    c->len = len;
+    /* publishes len and payload to the get's acquire of seq */
+    atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+}
+
+static inline int vyukov_claim_get_(struct vyukov *r, uint64_t *pos)
+{
+    uint64_t p = atomic_load_explicit(&r->sh->deq, memory_order_relaxed);
+    for (;;) {
+        /* pairs with the put's release store of seq: payload visible */
+        uint64_t seq =
+            atomic_load_explicit(&cell_at(r, p)->seq, memory_order_acquire);
+        int64_t dif = (int64_t)(seq - (p + 1));
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&r->sh->deq, &p, p + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed))
+                break;
+        } else if (dif < 0) {
+            return -EAGAIN;
+        } else {
+            p = atomic_load_explicit(&r->sh->deq, memory_order_relaxed);
+        }
+    }
+    *pos = p;
+    return 0;
+}
+
+static inline void vyukov_free_(struct vyukov *r, uint64_t pos)
+{
+    /* the payload is read before a put of pos + ncells may write it */
+    atomic_store_explicit(&cell_at(r, pos)->seq, pos + r->mask + 1,
+                          memory_order_release);
+}
+
+int vyukov_try_put(struct vyukov *r, const void *msg, size_t len)
+{
+    uint64_t pos;
+    if (vyukov_claim_put_(r, &pos) != 0)
+        return -EAGAIN;
+    struct vyukov_cell *c = cell_at(r, pos); /* once: memcpy may alias *r */
     c->len = len;
     memcpy(c + 1, msg, len);
     /* publishes len and payload to the get's acquire of seq */
@@ -159,32 +216,44 @@ int vyukov_try_put(struct vyukov *r, const void *msg, size_t len)
 
 int vyukov_try_get(struct vyukov *r, void *buf, size_t cap, size_t *len)
 {
-    uint64_t pos = atomic_load_explicit(&r->sh->deq, memory_order_relaxed);
-    struct vyukov_cell *c;
-    for (;;) {
-        c = cell_at(r, pos);
-        /* pairs with the put's release store of seq: payload visible */
-        uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        int64_t dif = (int64_t)(seq - (pos + 1));
-        if (dif == 0) {
-            if (atomic_compare_exchange_weak_explicit(&r->sh->deq, &pos,
-                                                      pos + 1,
-                                                      memory_order_relaxed,
-                                                      memory_order_relaxed))
-                break;
-        } else if (dif < 0) {
-            return -EAGAIN;
-        } else {
-            pos = atomic_load_explicit(&r->sh->deq, memory_order_relaxed);
-        }
-    }
-    uint64_t l = c->len;
+    uint64_t pos, next;
     int rc = 0;
+    if (vyukov_claim_get_(r, &pos) != 0)
+        return -EAGAIN;
+    struct vyukov_cell *c = cell_at(r, pos);
+    next = pos + r->mask + 1;
+    uint64_t l = c->len;
     if (l > cap || l > r->stride - sizeof(*c))
         rc = -EMSGSIZE; /* the cell is freed all the same */
     else
         memcpy(buf, c + 1, l), *len = l;
     /* the payload is read before a put of pos + ncells may write it */
-    atomic_store_explicit(&c->seq, pos + r->mask + 1, memory_order_release);
+    atomic_store_explicit(&c->seq, next, memory_order_release);
     return rc;
+}
+
+/* The halves, for the stall scenario's victim (transport_vyukov.c). */
+int vyukov_claim_put(struct vyukov *r, uint64_t *pos)
+{
+    return vyukov_claim_put_(r, pos);
+}
+void vyukov_publish(struct vyukov *r, uint64_t pos, size_t len)
+{
+    vyukov_publish_(r, pos, len);
+}
+int vyukov_claim_get(struct vyukov *r, uint64_t *pos)
+{
+    return vyukov_claim_get_(r, pos);
+}
+void vyukov_free(struct vyukov *r, uint64_t pos)
+{
+    vyukov_free_(r, pos);
+}
+unsigned char *vyukov_data(const struct vyukov *r, uint64_t pos)
+{
+    return vyukov_data_(r, pos);
+}
+size_t vyukov_len(const struct vyukov *r, uint64_t pos)
+{
+    return vyukov_len_(r, pos);
 }

@@ -97,6 +97,16 @@ int vyukov_try_put(struct vyukov *r, const void *msg, size_t len);
  * message yet (empty, or its producer has not finished), -EMSGSIZE. */
 int vyukov_try_get(struct vyukov *r, void *buf, size_t cap, size_t *len);
 
+/* The two halves of each (try_put and try_get are claim, copy, end): a
+ * claim returns the cell of *pos, the end publishes it (put: len bytes
+ * written at vyukov_data) or frees it (get). */
+int vyukov_claim_put(struct vyukov *r, uint64_t *pos);
+void vyukov_publish(struct vyukov *r, uint64_t pos, size_t len);
+int vyukov_claim_get(struct vyukov *r, uint64_t *pos);
+void vyukov_free(struct vyukov *r, uint64_t pos);
+unsigned char *vyukov_data(const struct vyukov *r, uint64_t pos);
+size_t vyukov_len(const struct vyukov *r, uint64_t pos); /* <= stride */
+
 /* The wait of both rings' blocking wrappers: pause, and give the CPU
  * away every 64 polls (sched_yield returns at once when nothing else is
  * runnable), so that 8x8 on 2 CPUs lets the process it waits for run. */

@@ -12,6 +12,8 @@
  * --spin NS says otherwise.
  */
 #include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
 
 #include "bench.h"
 #include "shmq.h"
@@ -94,6 +96,39 @@ static int shmq_recv_(struct chan *ch, void *buf, size_t cap, size_t *len)
     return rc == -EPIPE ? RECV_END : rc;
 }
 
+/* The stall scenario's victim: put_begin / put_commit and get_begin /
+ * get_end, the payload written and read in place, inside the window. */
+static int shmq_send_held_(struct chan *ch, const void *buf, size_t len,
+                           _Atomic uint32_t *held)
+{
+    struct shmq_msg m;
+    int rc = shmq_put_begin(ch->priv, len, &m, SHMQ_FOREVER);
+    if (rc < 0)
+        return rc;
+    atomic_store_explicit(held, 1, memory_order_relaxed);
+    memcpy(m.data, buf, len);
+    rc = shmq_put_commit(ch->priv, &m, len);
+    atomic_store_explicit(held, 0, memory_order_relaxed);
+    return rc;
+}
+
+static int shmq_recv_held_(struct chan *ch, void *buf, size_t cap,
+                           size_t *len, _Atomic uint32_t *held)
+{
+    struct shmq_msg m;
+    int rc = shmq_get_begin(ch->priv, &m, SHMQ_FOREVER);
+    if (rc < 0)
+        return rc == -EPIPE ? RECV_END : rc;
+    atomic_store_explicit(held, 1, memory_order_relaxed);
+    if (m.len > cap)
+        rc = -EMSGSIZE;
+    else
+        memcpy(buf, m.data, m.len), *len = m.len;
+    int end = shmq_get_end(ch->priv, &m);
+    atomic_store_explicit(held, 0, memory_order_relaxed);
+    return rc < 0 ? rc : end;
+}
+
 static int shmq_finish_(struct chan *ch)
 {
     return shmq_close(ch->priv);
@@ -120,4 +155,6 @@ const struct transport transport_shmq = {
     .finish = shmq_finish_,
     .detach = shmq_detach_,
     .teardown = shmq_teardown_,
+    .send_held = shmq_send_held_,
+    .recv_held = shmq_recv_held_,
 };

@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -97,6 +98,43 @@ static int vy_recv(struct chan *ch, void *buf, size_t cap, size_t *len)
     return rc;
 }
 
+/* The stall scenario's victim: the claim and the publication (or the
+ * free) apart, the copy between them. */
+static int vy_send_held(struct chan *ch, const void *buf, size_t len,
+                        _Atomic uint32_t *held)
+{
+    struct vy_priv *p = ch->priv;
+    unsigned polls = 0;
+    uint64_t pos;
+    while (vyukov_claim_put(&p->r, &pos) == -EAGAIN)
+        ring_backoff(&polls);
+    atomic_store_explicit(held, 1, memory_order_relaxed);
+    memcpy(vyukov_data(&p->r, pos), buf, len);
+    vyukov_publish(&p->r, pos, len);
+    atomic_store_explicit(held, 0, memory_order_relaxed);
+    return 0;
+}
+
+static int vy_recv_held(struct chan *ch, void *buf, size_t cap, size_t *len,
+                        _Atomic uint32_t *held)
+{
+    struct vy_priv *p = ch->priv;
+    unsigned polls = 0;
+    uint64_t pos;
+    int rc = 0;
+    while (vyukov_claim_get(&p->r, &pos) == -EAGAIN)
+        ring_backoff(&polls);
+    atomic_store_explicit(held, 1, memory_order_relaxed);
+    size_t l = vyukov_len(&p->r, pos);
+    if (l > cap)
+        rc = -EMSGSIZE;
+    else
+        memcpy(buf, vyukov_data(&p->r, pos), l), *len = l;
+    vyukov_free(&p->r, pos);
+    atomic_store_explicit(held, 0, memory_order_relaxed);
+    return rc;
+}
+
 static void vy_detach(struct chan *ch)
 {
     (void)ch;
@@ -120,4 +158,6 @@ const struct transport transport_vyukov = {
     .recv = vy_recv,
     .detach = vy_detach,
     .teardown = vy_teardown,
+    .send_held = vy_send_held,
+    .recv_held = vy_recv_held,
 };
