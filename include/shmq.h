@@ -556,8 +556,10 @@ typedef struct shmq_pollfd shmq_pollfd_t;
  * false. Never an edge to miss: if the caller takes only part of the
  * queue, the fd stays readable. A helper thread of this process waits on
  * the queue's futex like a blocked get would and writes an eventfd.
- * The pollfd must be closed before q is released; it is not inherited
- * usefully over fork (the child has no helper thread). Returns 0,
+ * The pollfd must be closed before q is released. A forked child has
+ * no helper thread: there, shmq_pollfd_close only frees; open a pollfd of
+ * its own. q must not be used after shmq_release (no call can tell a
+ * released handle from a live one). Returns 0,
  * -EINVAL (p or q NULL, events not one SHMQ_EV_* bit), -EMFILE/-ENFILE,
  * -ENOMEM, -EAGAIN (no thread). Thread-safe; does not block.
  */

@@ -51,6 +51,7 @@ struct shmq_pollfd {
     int efd;        /* EFD_NONBLOCK | EFD_CLOEXEC */
     uint32_t state; /* atomic: WATCH / FIRED / STOP */
     pthread_t thread;
+    pid_t owner; /* the process whose helper thread this is */
 };
 
 static void state_wait(uint32_t *state, uint32_t seen)
@@ -136,6 +137,7 @@ SHMQ_PUBLIC int shmq_pollfd_open(shmq_pollfd_t **out, shmq_t *q,
     p->q = q;
     p->events = events;
     p->state = WATCH;
+    p->owner = getpid();
     p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     rc = p->efd < 0 ? -errno : start_helper(p);
     if (rc < 0) {
@@ -184,12 +186,15 @@ SHMQ_PUBLIC void shmq_pollfd_close(shmq_pollfd_t *p)
     if (!p)
         return;
     int saved = errno;
-    __atomic_store_n(&p->state, STOP, __ATOMIC_RELEASE);
-    state_wake(&p->state);
-    /* The helper may be asleep on the queue's word: move it. Others
-     * asleep there wake spuriously and look again. */
-    wait_broadcast(shmq__ev_word(p->q, p->events));
-    pthread_join(p->thread, NULL);
+    /* A forked child has the memory but not the thread: free only. */
+    if (p->owner == getpid()) {
+        __atomic_store_n(&p->state, STOP, __ATOMIC_RELEASE);
+        state_wake(&p->state);
+        /* The helper may be asleep on the queue's word: move it. Others
+         * asleep there wake spuriously and look again. */
+        wait_broadcast(shmq__ev_word(p->q, p->events));
+        pthread_join(p->thread, NULL);
+    }
     close(p->efd);
     free(p);
     errno = saved;

@@ -528,6 +528,24 @@ Test(pollfd, writable_and_close, .timeout = 20)
     shmq_release(q);
 }
 
+static int close_in_child(void *arg)
+{
+    shmq_pollfd_close(arg); /* no helper here: must not wait for one */
+    return 0;
+}
+
+Test(pollfd, close_in_forked_child, .timeout = 20)
+{
+    shmq_t *q = make(4);
+    shmq_pollfd_t *p;
+    cr_assert_eq(shmq_pollfd_open(&p, q, SHMQ_EV_READABLE), 0);
+    th_assert_child_ok_within(th_fork(close_in_child, p), 5 * TH_SEC);
+    cr_assert_eq(shmq_put_nowait(q, "m", 1), 0); /* the parent's still works */
+    cr_assert(fd_readable(shmq_pollfd_fd(p), 5000));
+    shmq_pollfd_close(p);
+    shmq_release(q);
+}
+
 Test(pollfd, bad_input_and_no_leak, .timeout = 30)
 {
     shmq_t *q = make(4);
