@@ -93,7 +93,7 @@ static bool in_window(const struct shmq *q, uint64_t r, uint64_t p)
 /* The furthest of release r, a shared hint and this handle's cache. A
  * hint comes from shared memory, so it is used only if the record before
  * it is what a hint may pass (claimed, or done for the head). */
-static uint64_t cursor_start(const struct shmq *q, uint64_t r, uint64_t hint,
+static inline __attribute__((always_inline)) uint64_t cursor_start(const struct shmq *q, uint64_t r, uint64_t hint,
                              uint64_t cache, bool head)
 {
     uint64_t best = in_window(q, r, cache) ? cache : r;
@@ -193,7 +193,8 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
         uint64_t next = pos_pack(seq + 1, pos + units);
         store_relaxed(&q->tail_cache, next);
         cursor_publish(&h->tail.word, hint, next);
-        *ref = (struct ring_ref){.seq = seq, .pos = pos, .units = units};
+        *ref = (struct ring_ref){
+            .seq = seq, .pos = pos, .units = units, .d = d};
         return 0;
     }
     return 1;
@@ -234,7 +235,7 @@ static void late_announce(struct shmq *q)
 
 int ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
 {
-    struct shmq_desc *d = ring_desc(q, ref->seq);
+    struct shmq_desc *d = ref_desc(q, ref);
     /* release: a consumer that reads this len also sees our claim of the
      * word (take re-checks the word after reading len) */
     store_release(&d->len, len);
@@ -264,7 +265,7 @@ static void count_aborted(struct shmq *q)
 
 int ring_withdraw(struct shmq *q, const struct ring_ref *ref)
 {
-    struct shmq_desc *d = ring_desc(q, ref->seq);
+    struct shmq_desc *d = ref_desc(q, ref);
     unsigned st = ref->late ? DESC_LATE : DESC_COMMITTED;
     uint64_t w = desc_pack(ref->seq, st, q->slot, ref->units);
     if (!cas_acq_rel(&d->word, &w,
@@ -308,10 +309,10 @@ struct walk {
 
 /* Take record (seq, pos) whose word was seen as w (COMMITTED or LATE).
  * 0, 1 (it changed: walk again), -ENOBUFS, -EBADMSG. */
-static int take_record(struct shmq *q, struct walk at, uint64_t w, void *buf,
-                       size_t cap, uint64_t *len, struct ring_ref *ref)
+static inline __attribute__((always_inline)) int take_record(struct shmq *q, struct shmq_desc *d, struct walk at,
+                       uint64_t w, void *buf, size_t cap, uint64_t *len,
+                       struct ring_ref *ref)
 {
-    struct shmq_desc *d = ring_desc(q, at.seq);
     uint32_t units = desc_units(w);
     /* len is stable while the word is: another consumer may take, free
      * and let a producer reuse this descriptor between our two loads, so
@@ -326,7 +327,8 @@ static int take_record(struct shmq *q, struct walk at, uint64_t w, void *buf,
         *len = n;
         return -ENOBUFS;
     }
-    *ref = (struct ring_ref){.seq = at.seq, .pos = at.pos, .units = units};
+    *ref = (struct ring_ref){
+        .seq = at.seq, .pos = at.pos, .units = units, .d = d};
     if (buf && n <= RING_COPY_FIRST_MAX) {
         /* Copy first, then take and free in one CAS: the record stays
          * put until some consumer's CAS succeeds, so if ours does, what
@@ -364,7 +366,8 @@ static int take_late_scan(struct shmq *q, uint64_t seen, void *buf,
     for (uint32_t i = 0;; i++) {
         if (i > q->geo.maxsize)
             return 1; /* the queue moved under us: look again */
-        uint64_t w = load_acquire(&ring_desc(q, at.seq)->word);
+        struct shmq_desc *d = ring_desc(q, at.seq);
+        uint64_t w = load_acquire(&d->word);
         if (desc_seq(w) != at.seq) {
             if (desc_seq(w) != at.seq - n)
                 return 1; /* release moved on and the record was reused */
@@ -373,7 +376,7 @@ static int take_late_scan(struct shmq *q, uint64_t seen, void *buf,
         if (!units_ok(q, desc_units(w)))
             return -EBADMSG;
         if (desc_state(w) == DESC_LATE)
-            return take_record(q, at, w, buf, cap, len, ref);
+            return take_record(q, d, at, w, buf, cap, len, ref);
         at.seq++;
         at.pos += desc_units(w);
     }
@@ -438,7 +441,8 @@ static int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
     uint32_t first_writer = 0;
 
     for (uint32_t i = 0; i <= q->geo.maxsize; i++) {
-        uint64_t w = load_acquire(&ring_desc(q, at.seq)->word);
+        struct shmq_desc *d = ring_desc(q, at.seq);
+        uint64_t w = load_acquire(&d->word);
         if (desc_seq(w) != at.seq) {
             if (desc_seq(w) != at.seq - n)
                 return 1; /* our start is a lap old: look again */
@@ -455,7 +459,7 @@ static int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                 return rc;
             if (writer && !skip_writers(q, first_writer, at.seq))
                 return 1;
-            rc = take_record(q, at, w, buf, cap, len, ref);
+            rc = take_record(q, d, at, w, buf, cap, len, ref);
             if (rc == 0)
                 head_moved(q, hint, at, desc_units(w));
             return rc;
@@ -499,7 +503,7 @@ int ring_free(struct shmq *q, const struct ring_ref *ref)
     /* our reads of the bytes happen before anyone reuses them: pairs with
      * the acquire of this word when release moves past it. seq_cst: the
      * waker's load of the not_full event comes after (wait.c). */
-    struct shmq_desc *d = ring_desc(q, ref->seq);
+    struct shmq_desc *d = ref_desc(q, ref);
     uint64_t w = desc_pack(ref->seq, DESC_READING, q->slot, ref->units);
     uint64_t next = desc_pack(ref->seq, DESC_FREE, q->slot, ref->units);
     return __atomic_compare_exchange_n(&d->word, &w, next, 0, __ATOMIC_SEQ_CST,

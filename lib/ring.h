@@ -22,6 +22,7 @@ struct ring_ref {
     uint32_t units;
     bool copied; /* ring_take copied the payload and freed the record */
     bool late;   /* committed after consumers went past it (DESC_LATE) */
+    struct shmq_desc *d; /* its descriptor, or NULL: look it up */
 };
 
 /* What a failed step waits behind, for the waiter's liveness checks:
@@ -44,6 +45,13 @@ static inline struct shmq_desc *ring_desc(const struct shmq *q, uint32_t seq)
         return &q->desc[s];
     unsigned shift = (unsigned)__builtin_ctz(n) - 2; /* log2(n / 4) */
     return &q->desc[((s & ((n >> 2) - 1)) << 2) + (s >> shift)];
+}
+
+/* A record's descriptor, remembered or looked up. */
+static inline struct shmq_desc *ref_desc(const struct shmq *q,
+                                         const struct ring_ref *ref)
+{
+    return ref->d ? ref->d : ring_desc(q, ref->seq);
 }
 
 /* Claim room for a payload of len bytes (len <= max_message).
