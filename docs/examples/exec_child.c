@@ -23,8 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define LINES  1000
-#define SECOND 1000000000LL
+#define LINES 1000
 
 /* The exec'd program: attach to the inherited fd and drain the queue. */
 static int child(int fd)
@@ -40,7 +39,7 @@ static int child(int fd)
     }
     close(fd); /* shmq_from_fd took its own dup */
 
-    while ((rc = shmq_get(q, buf, sizeof buf, &len, 10 * SECOND)) == 0) {
+    while ((rc = shmq_get(q, buf, sizeof buf, &len, SHMQ_SEC(10))) == 0) {
         snprintf(want, sizeof want, "line %d", n++);
         if (len != strlen(want) || memcmp(buf, want, len) != 0) {
             fprintf(stderr, "child: got '%.*s', want '%s'\n", (int)len, buf,
@@ -83,7 +82,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < LINES && !failed; i++) {
         char line[64];
         int n = snprintf(line, sizeof line, "line %d", i);
-        if ((rc = shmq_put(q, line, (size_t)n, 10 * SECOND)) < 0) {
+        if ((rc = shmq_put(q, line, (size_t)n, SHMQ_SEC(10))) < 0) {
             fprintf(stderr, "shmq_put: %s\n", shmq_strerror(rc));
             failed = 1;
         }

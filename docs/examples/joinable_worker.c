@@ -30,7 +30,6 @@
 
 #define WORKERS 3
 #define TASKS   1000u
-#define SECOND  1000000000LL
 
 static int worker(shmq_t *tasks, shmq_t *results)
 {
@@ -68,10 +67,10 @@ int main(void)
     }
 
     for (uint64_t n = 0; n < TASKS && !failed; n++)
-        failed = shmq_put(tasks, &n, sizeof n, 10 * SECOND) < 0;
+        failed = shmq_put(tasks, &n, sizeof n, SHMQ_SEC(10)) < 0;
 
     /* tasks.join(): wait until every task put was marked done. */
-    if (!failed && (rc = shmq_join(tasks, 10 * SECOND)) < 0) {
+    if (!failed && (rc = shmq_join(tasks, SHMQ_SEC(10))) < 0) {
         fprintf(stderr, "shmq_join: %s\n", shmq_strerror(rc));
         failed = 1;
     }
