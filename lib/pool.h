@@ -100,7 +100,8 @@ struct pool_task_hdr {
 };
 
 /* Message kinds on rq. */
-enum pool_msg { PM_RESULT = 1, PM_BATCH, PM_LOST, PM_WAKE };
+/* PM_FENCE: a fence job was taken (it resolves the owner's record). */
+enum pool_msg { PM_RESULT = 1, PM_BATCH, PM_LOST, PM_WAKE, PM_FENCE };
 
 struct pool_result_hdr {
     uint64_t ticket;   /* RESULT: ticket; BATCH: first item; LOST: first index */

@@ -308,6 +308,13 @@ static void on_lost(struct shmq_pool *p, const struct pool_result_hdr *h)
     }
 }
 
+static void on_fence(struct shmq_pool *p, const struct pool_result_hdr *h)
+{
+    struct pool_jobrec *j = job_at(p, h->slot, h->index);
+    if (j && j->kind == JOB_FENCE)
+        job_resolve(p, h->slot, j);
+}
+
 /* A message borrowed from rq (in shared memory: the header is copied
  * once, then only the copy is trusted); its kind. */
 static uint32_t handle(struct shmq_pool *p, const struct shmq_msg *m)
@@ -322,6 +329,8 @@ static uint32_t handle(struct shmq_pool *p, const struct shmq_msg *m)
         on_batch(p, &h, m->data, m->len);
     else if (h.kind == PM_LOST)
         on_lost(p, &h);
+    else if (h.kind == PM_FENCE)
+        on_fence(p, &h);
     /* PM_WAKE: only its arrival mattered */
     return h.kind;
 }

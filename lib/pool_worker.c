@@ -255,9 +255,16 @@ _Noreturn void shmq__worker_run(const struct pool_shared *sh, unsigned w,
             run_task(&wk, t, len);
         else if (kind == JOB_BATCH)
             run_batch(&wk, t, len);
+        uint64_t index = t->index;
         shmq_get_end(sh->tq[w], &wk.in);
-        if (kind != JOB_TASK && kind != JOB_BATCH)
-            continue; /* a fence: only its index mattered */
+        if (kind != JOB_TASK && kind != JOB_BATCH) {
+            /* A fence: its index did its work in take(); say it was
+             * taken, so that the owner's record of it is resolved. */
+            struct pool_result_hdr h = {.index = index, .kind = PM_FENCE,
+                                        .slot = w};
+            put_or_die(&wk, &h, sizeof h);
+            continue;
+        }
         if (sh->max_tasks_per_child && ++done >= sh->max_tasks_per_child) {
             store_release(&wk.slot->retiring, (uint32_t)RETIRE_RECYCLE);
             die_quietly(POOL_RETIRE_EXIT);

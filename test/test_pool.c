@@ -730,6 +730,45 @@ Test(pool_death, killed_from_outside_while_idle, .timeout = 30)
     shmq_pool_destroy(p);
 }
 
+Test(pool_death, slot_keeps_working_after_deaths, .timeout = 60)
+{
+    /* One worker: every death and everything after it goes through the
+     * same slot's queue and job records. */
+    shmq_pool_t *p = pool_new(1, 0);
+    int how = DIE_KILL;
+    for (int d = 0; d < 5; d++) {
+        uint64_t t = submit_ok(p, t_die, &how, sizeof how);
+        cr_expect_eq(status_of(p, t, NULL, 0, NULL), -EOWNERDEAD);
+        th_sleep_ns(50 * TH_MS); /* below the crash-loop guard */
+    }
+    enum { N = 3000 };
+    int done = 0;
+    for (int i = 0; i < N || done < N;) {
+        uint64_t t;
+        int rc = -EAGAIN;
+        if (i < N) {
+            struct pair in = {i, 1};
+            rc = shmq_pool_submit(p, t_add, &in, sizeof in, &t, SHMQ_NOWAIT);
+            cr_assert(rc == 0 || rc == -EAGAIN, "submit: %s", shmq_strerror(rc));
+            i += rc == 0;
+        }
+        if (rc == 0)
+            continue;
+        int64_t sum;
+        size_t len;
+        int st;
+        rc = shmq_pool_next(p, &t, &sum, sizeof sum, &len, &st, POOL_DEADLINE);
+        cr_assert_eq(rc, 0, "next: %s", shmq_strerror(rc));
+        cr_assert_eq(st, 0);
+        done++;
+    }
+    int64_t t0 = th_now_ns();
+    cr_expect_eq(shmq_pool_close(p), 0);
+    cr_expect_eq(shmq_pool_join(p, POOL_DEADLINE), 0);
+    cr_expect_lt(th_now_ns() - t0, 2 * TH_SEC, "join is prompt");
+    shmq_pool_destroy(p);
+}
+
 /* Returns its pid, then has the kernel SIGKILL it `arg` ns later: after
  * its result was committed, while it goes back for the next task. */
 static int t_die_after_return(const void *arg, size_t len, void *out,
