@@ -854,6 +854,134 @@ Test(serialize, put_many_all_stopped_by_close_puts_none, .timeout = 30)
     shmq_release(q);
 }
 
+/* More messages than a batch keeps on the stack. */
+Test(serialize, put_many_all_large_batch, .timeout = 20)
+{
+    shmq_t *q = make(512, 1 << 16, 64, 0);
+    static uint32_t v[300];
+    static struct iovec iov[300];
+    for (uint32_t i = 0; i < 300; i++) {
+        v[i] = i;
+        iov[i] = (struct iovec){&v[i], sizeof v[i]};
+    }
+    for (int round = 0; round < 3; round++) {
+        cr_assert_eq(shmq_put_many(q, iov, 300, SHMQ_ALL, SHMQ_NOWAIT), 300,
+                     "300 at once");
+        cr_assert_eq(shmq_put_many(q, iov, 300, SHMQ_ALL, SHMQ_NOWAIT),
+                     -EAGAIN, "300 more into 212");
+        for (uint32_t i = 0; i < 300; i++)
+            cr_assert_eq(get_u32(q), i, "order");
+    }
+    shmq_release(q);
+}
+
+/* A close racing SHMQ_ALL batches: each batch is delivered whole (its
+ * put returned n) or not at all (-EPIPE), and a consumer told that the
+ * queue is drained gets nothing after. */
+struct race {
+    shmq_t *q;
+    uint32_t id;
+    int rc[256];        /* producers: each batch's result */
+    uint32_t nbatch;
+    uint32_t got[2048]; /* consumers: values taken */
+    uint32_t ngot;
+    int after;          /* consumers: a get after -EPIPE */
+};
+
+static void *race_producer(void *p)
+{
+    struct race *r = p;
+    for (r->nbatch = 0; r->nbatch < 256; r->nbatch++) {
+        uint32_t v[4];
+        struct iovec iov[4];
+        for (uint32_t i = 0; i < 4; i++) {
+            v[i] = r->id << 24 | r->nbatch << 2 | i;
+            iov[i] = (struct iovec){&v[i], sizeof v[i]};
+        }
+        r->rc[r->nbatch] = shmq_put_many(r->q, iov, 4, SHMQ_ALL, 5 * TH_SEC);
+        if (r->rc[r->nbatch] != 4) {
+            r->nbatch++;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void *race_consumer(void *p)
+{
+    struct race *r = p;
+    uint64_t buf[16];
+    struct iovec msgs[8];
+    for (;;) {
+        int n = r->id ? shmq_get_many(r->q, buf, sizeof buf, msgs, 8,
+                                      5 * TH_SEC)
+                      : shmq_get_many(r->q, buf, sizeof buf, msgs, 1,
+                                      5 * TH_SEC);
+        if (n < 0) {
+            r->after = shmq_get_many(r->q, buf, sizeof buf, msgs, 8,
+                                     SHMQ_NOWAIT);
+            r->rc[0] = n;
+            return NULL;
+        }
+        for (int i = 0; i < n && r->ngot < 2048; i++)
+            memcpy(&r->got[r->ngot++], msgs[i].iov_base, 4);
+    }
+}
+
+Test(serialize, put_many_all_racing_close, .timeout = 60)
+{
+    uint64_t rng = 42;
+    for (int round = 0; round < 60; round++) {
+        shmq_t *q = make(16, 4096, 64, 0);
+        static struct race prod[2], cons[2];
+        pthread_t pt[2], ct[2];
+        for (uint32_t i = 0; i < 2; i++) {
+            memset(&prod[i], 0, sizeof prod[i]);
+            memset(&cons[i], 0, sizeof cons[i]);
+            prod[i].q = cons[i].q = q;
+            prod[i].id = i + 1;
+            cons[i].id = i;
+            pthread_create(&pt[i], NULL, race_producer, &prod[i]);
+            pthread_create(&ct[i], NULL, race_consumer, &cons[i]);
+        }
+        th_sleep_ns((int64_t)th_rand_below(&rng, 3000) * 1000);
+        shmq_close(q);
+        for (int i = 0; i < 2; i++) {
+            pthread_join(pt[i], NULL);
+            pthread_join(ct[i], NULL);
+        }
+        static uint8_t seen[3][256][4];
+        memset(seen, 0, sizeof seen);
+        for (int c = 0; c < 2; c++) {
+            cr_assert_eq(cons[c].rc[0], -EPIPE, "consumer ended with %d",
+                         cons[c].rc[0]);
+            cr_assert_eq(cons[c].after, -EPIPE,
+                         "round %d: a get after -EPIPE returned %d", round,
+                         cons[c].after);
+            for (uint32_t k = 0; k < cons[c].ngot; k++) {
+                uint32_t v = cons[c].got[k];
+                uint32_t id = v >> 24, b = (v >> 2) & 0x3fffff, i = v & 3;
+                cr_assert(id >= 1 && id <= 2 && b < 256, "value %x", v);
+                cr_assert_eq(seen[id][b][i]++, 0, "taken twice");
+            }
+        }
+        for (int p = 0; p < 2; p++) {
+            for (uint32_t b = 0; b < prod[p].nbatch; b++) {
+                int rc = prod[p].rc[b];
+                unsigned n = 0;
+                for (int i = 0; i < 4; i++)
+                    n += seen[p + 1][b][i];
+                cr_assert(rc == 4 || rc == -EPIPE, "batch result %d", rc);
+                cr_assert_eq(n, rc == 4 ? 4u : 0u,
+                             "round %d: batch %u returned %d, %u of its 4 "
+                             "messages delivered",
+                             round, b, rc, n);
+            }
+        }
+        shmq_release(q);
+    }
+}
+
 /* Batches from several producers: each batch reaches consumers in its
  * order, other batches may come between. */
 struct batch_prod {
@@ -1485,6 +1613,85 @@ Test(serialize, get_begin_waits_for_a_message, .timeout = 20)
     cr_assert_eq(bg_join(&b), 0, "woken");
     th_assert_child_ok(pid);
     cr_assert(b.n == 4 && *(uint32_t *)b.buf == 77, "message");
+    /* Closed while waiting: -EPIPE. */
+    bg_start(&b, get_begin_forever, q);
+    bg_blocked(&b);
+    shmq_close(q);
+    cr_assert_eq(bg_join(&b), -EPIPE, "closed while waiting");
+    shmq_release(q);
+}
+
+static int put_begin_forever(struct bg *b)
+{
+    struct shmq_msg m;
+    int r = shmq_put_begin(b->q, 4, &m, SHMQ_FOREVER);
+    if (r == 0) {
+        memcpy(m.data, "wxyz", 4);
+        r = shmq_put_commit(b->q, &m, 4);
+    }
+    return r;
+}
+
+Test(serialize, put_begin_waits_for_room, .timeout = 20)
+{
+    shmq_t *q = small();
+    fill_empty(q);
+    struct bg b;
+    bg_start(&b, put_begin_forever, q);
+    bg_blocked(&b);
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), 0, "make room");
+    cr_assert_eq(bg_join(&b), 0, "woken by room");
+    cr_assert_eq(shmq_qsize(q), 8, "qsize");
+    bg_start(&b, put_begin_forever, q);
+    bg_blocked(&b);
+    shmq_close(q);
+    cr_assert_eq(bg_join(&b), -EPIPE, "closed while waiting");
+    shmq_release(q);
+}
+
+/* A reservation or borrow belongs to the process: any of its threads may
+ * end it. */
+static int end_in_thread(struct bg *b)
+{
+    struct shmq_msg *m = (struct shmq_msg *)b->arg;
+    int r = shmq_put_commit(b->q, &m[0], 3);
+    return r ? r : shmq_get_end(b->q, &m[1]);
+}
+
+Test(serialize, another_thread_may_end_them, .timeout = 20)
+{
+    shmq_t *q = small();
+    put_u32(q, 1);
+    struct shmq_msg m[2];
+    cr_assert_eq(shmq_put_begin(q, 8, &m[0], SHMQ_NOWAIT), 0, "put_begin");
+    cr_assert_eq(shmq_get_begin(q, &m[1], SHMQ_NOWAIT), 0, "get_begin");
+    memcpy(m[0].data, "abc", 3);
+    struct bg b = {.arg = m};
+    bg_start(&b, end_in_thread, q);
+    cr_assert_eq(bg_join(&b), 0, "ended in another thread");
+    char out[8];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0, "get");
+    cr_assert(len == 3 && memcmp(out, "abc", 3) == 0, "message");
+    cr_assert_eq(fill_empty(q), 8, "room back");
+    shmq_release(q);
+}
+
+Test(serialize, get_end_of_a_stale_copy_is_einval, .timeout = 10)
+{
+    shmq_t *q = small();
+    put_u32(q, 1);
+    put_u32(q, 2);
+    struct shmq_msg g, copy;
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), 0, "get_begin");
+    copy = g;
+    cr_assert_eq(shmq_get_end(q, &g), 0, "get_end");
+    cr_assert_eq(shmq_get_end(q, &copy), -EINVAL, "get_end of a copy");
+    struct shmq_msg g2;
+    cr_assert_eq(shmq_get_begin(q, &g2, SHMQ_NOWAIT), 0, "get_begin 2");
+    cr_assert_eq(shmq_get_end(q, &copy), -EINVAL, "a copy of the first");
+    cr_assert_eq(shmq_get_end(q, &g2), 0, "get_end 2");
     shmq_release(q);
 }
 
@@ -1510,6 +1717,9 @@ static int child_cannot_end(void *p)
     struct shmq_msg mine;
     TH_CHECK_EQ(shmq_put_begin(o->q, 4, &mine, SHMQ_NOWAIT), 0);
     TH_CHECK_EQ(shmq_put_abort(o->q, &mine), 0);
+    /* Its release ends its own reservation, not the parent's. */
+    TH_CHECK_EQ(shmq_put_begin(o->q, 4, &mine, SHMQ_NOWAIT), 0);
+    shmq_release(o->q);
     return 0;
 }
 
