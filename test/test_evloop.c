@@ -14,6 +14,8 @@
  */
 #include "helpers.h"
 
+#include "internal.h" /* the event word, to prove puts make no syscall */
+
 #include <dirent.h>
 #include <liburing.h>
 #include <linux/filter.h>
@@ -970,4 +972,74 @@ Test(uring, named_queue_opened_elsewhere, .timeout = 20)
 Test(pollfd, named_queue_opened_elsewhere, .timeout = 20)
 {
     named_other_mapping(false);
+}
+
+/* ------------------------------------------------------------------ */
+/* Producers pay nothing while nothing is armed                         */
+/* ------------------------------------------------------------------ */
+
+/* The event counter moves only when a put pays for a FUTEX_WAKE (the
+ * sleepers flag was set): after the armed wait has completed, or the
+ * pollfd is closed, at most one put pays, and then none. */
+static uint32_t wakes_paid(shmq_t *q)
+{
+    uint32_t w =
+        __atomic_load_n((uint32_t *)&q->hdr->not_empty.word, __ATOMIC_SEQ_CST);
+    return w & 0x7fffffffu;
+}
+
+static void puts_are_free(shmq_t *q)
+{
+    char buf[8];
+    size_t len;
+    cr_assert_eq(shmq_put_nowait(q, "a", 1), 0); /* may pay one wake */
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), 0);
+    uint32_t before = wakes_paid(q);
+    for (int i = 0; i < 1000; i++) {
+        cr_assert_eq(shmq_put_nowait(q, "b", 1), 0);
+        cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), 0);
+    }
+    cr_assert_eq(wakes_paid(q), before, "puts paid for wakeups");
+}
+
+Test(uring, puts_free_after_completion_and_teardown, .timeout = 20)
+{
+    need_uring();
+    shmq_t *q = make(4);
+    struct io_uring ring;
+    cr_assert_eq(io_uring_queue_init(2, &ring, 0), 0);
+    cr_assert_eq(shmq_uring_arm(q, &ring, SHMQ_EV_READABLE, 1, SHMQ_FOREVER),
+                 0);
+    io_uring_submit(&ring);
+    uint32_t before = wakes_paid(q);
+    cr_assert_eq(shmq_put_nowait(q, "x", 1), 0);
+    cr_assert_eq(wakes_paid(q), before + 1, "the armed wait was not woken");
+    struct io_uring_cqe *cqe = next_cqe(&ring, 5 * TH_SEC);
+    cr_assert_not_null(cqe);
+    cr_assert_eq(shmq_uring_result(q, SHMQ_EV_READABLE, cqe->res),
+                 SHMQ_EV_READABLE);
+    io_uring_cqe_seen(&ring, cqe);
+    char buf[8];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, buf, sizeof buf, &len), 0);
+    puts_are_free(q);
+    /* A wait left armed when the ring goes away costs one put, once. */
+    int rc = shmq_uring_arm(q, &ring, SHMQ_EV_READABLE, 2, SHMQ_FOREVER);
+    cr_assert_eq(rc, 0, "arm: %d", rc);
+    io_uring_submit(&ring);
+    io_uring_queue_exit(&ring);
+    puts_are_free(q);
+    shmq_release(q);
+}
+
+Test(pollfd, puts_free_after_close, .timeout = 20)
+{
+    shmq_t *q = make(4);
+    shmq_pollfd_t *p;
+    cr_assert_eq(shmq_pollfd_open(&p, q, SHMQ_EV_READABLE), 0);
+    cr_assert_eq(shmq_put_nowait(q, "x", 1), 0);
+    cr_assert(fd_readable(shmq_pollfd_fd(p), 5000));
+    shmq_pollfd_close(p);
+    puts_are_free(q);
+    shmq_release(q);
 }
