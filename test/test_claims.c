@@ -229,9 +229,11 @@ Test(claims, emfile, .timeout = 20)
     shmq_t *q = NULL;
     cr_assert_eq(shmq_create_named(&q, name, &small, 0), 0);
     pid_t pid = th_fork(child_emfile, name);
-    th_assert_child_ok_within(pid, 15 * TH_SEC);
+    char why[160];
+    bool ok = th_reap_ok(pid, 15 * TH_SEC, why, sizeof why);
     shmq_unlink(name);
     shmq_release(q);
+    cr_assert(ok, "%s", why);
 }
 
 Test(claims, enametoolong, .timeout = 10)
