@@ -472,7 +472,6 @@ int shmq_get_end(shmq_t *q, struct shmq_msg *m);
  */
 
 struct io_uring;
-struct io_uring_cqe;
 
 #define SHMQ_EV_READABLE 0x1u /**< a get would find a message */
 #define SHMQ_EV_WRITABLE 0x2u /**< a put would find room */
@@ -541,8 +540,9 @@ int shmq_uring_arm(shmq_t *q, struct io_uring *ring, unsigned events,
  *   other < 0    the kernel refused the SQE (res as is).
  * Every timed arm gives exactly one verdict (> 0, 0, -ETIMEDOUT), except
  * in the rare race where the timer fires as the futex completes: then
- * both CQEs carry one, and the extra arm costs a spurious completion.
- * Does not block; thread-safe.
+ * both CQEs carry one. A loop that keeps an "armed" flag per user_data
+ * (set by the arm, cleared by the first verdict, later verdicts ignored
+ * while it is clear) never arms twice. Does not block; thread-safe.
  */
 int shmq_uring_result(shmq_t *q, unsigned events, int res);
 
