@@ -64,6 +64,10 @@ SHMQ_PUBLIC const char *shmq_strerror(int err)
         return "operation not permitted";
     case -EBUSY:
         return "no free submission queue entry";
+    case -EALREADY:
+        return "the task has finished already";
+    case -ESRCH:
+        return "no such worker";
     default:
         return "unknown error";
     }

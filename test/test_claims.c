@@ -465,6 +465,17 @@ Test(claims, strerror_takes_both_signs, .timeout = 10)
         cr_assert_str_neq(shmq_strerror(errs[i]), "unknown error");
     }
     cr_assert_str_eq(shmq_strerror(INT32_MIN), "unknown error");
+    /* every value shmq.h names (grep -o -- '-E[A-Z]*' include/shmq.h) */
+    static const int named[] = {
+        EACCES,    EAGAIN,     EALREADY, EBADF,  EBADMSG,  EBUSY,
+        ECANCELED, EEXIST,     EINVAL,   EMFILE, EMSGSIZE, ENAMETOOLONG,
+        ENFILE,    ENOBUFS,    ENOENT,   ENOMEM, ENOSPC,   ENOSYS,
+        ENOTSUP,   EOWNERDEAD, EPERM,    EPIPE,  EPROTO,   ESRCH,
+        ETIMEDOUT, EUSERS,
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        cr_expect_str_neq(shmq_strerror(-named[i]), "unknown error",
+                          "no name for -%d", named[i]);
     cr_assert_eq(SHMQ_MS(5), 5 * TH_MS);
     cr_assert_eq(SHMQ_SEC(3), 3 * TH_SEC);
 }
