@@ -29,15 +29,29 @@
 
 #define BLOCK 4096
 
+#define MAX_ROUNDS 9
+
 struct row {
     char name[48];
-    double rate; /* tasks/s */
-    bool ok;
+    double rate[MAX_ROUNDS]; /* tasks/s, per round */
+    unsigned n;
 };
 
 static struct row rows[32];
 static unsigned nrows;
 static bool all_ok = true;
+
+static struct row *row_of(const char *name, bool make)
+{
+    for (unsigned i = 0; i < nrows; i++)
+        if (strcmp(rows[i].name, name) == 0)
+            return &rows[i];
+    if (!make || nrows == sizeof rows / sizeof rows[0])
+        return NULL;
+    struct row *r = &rows[nrows++];
+    snprintf(r->name, sizeof r->name, "%s", name);
+    return r;
+}
 
 static double now(void)
 {
@@ -48,21 +62,29 @@ static double now(void)
 
 static void add_row(const char *name, size_t n, double secs, bool ok)
 {
-    struct row *r = &rows[nrows++];
-    snprintf(r->name, sizeof r->name, "%s", name);
-    r->rate = secs > 0 ? (double)n / secs : 0;
-    r->ok = ok;
+    struct row *r = row_of(name, true);
+    double rate = secs > 0 ? (double)n / secs : 0;
+    if (r && r->n < MAX_ROUNDS)
+        r->rate[r->n++] = rate;
     all_ok = all_ok && ok;
-    fprintf(stderr, "  %-34s %12.0f tasks/s%s\n", name, r->rate,
+    fprintf(stderr, "  %-34s %12.0f tasks/s%s\n", name, rate,
             ok ? "" : "  WRONG RESULTS");
 }
 
-static double rate_of(const char *name)
+static int cmp_double(const void *a, const void *b)
 {
-    for (unsigned i = 0; i < nrows; i++)
-        if (strcmp(rows[i].name, name) == 0)
-            return rows[i].rate;
-    return 0;
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const double *v, unsigned n)
+{
+    double s[MAX_ROUNDS];
+    if (n == 0)
+        return 0;
+    memcpy(s, v, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
 /* ------------------------------------------------------------------ */
@@ -150,22 +172,23 @@ static bool ht_take(uint64_t t, uint32_t *v)
     return true;
 }
 
-/* Submit n tasks one at a time, collecting with next whenever the pool
- * is saturated, then the rest. Each result is checked against its
- * input. */
-static bool submit_next(shmq_pool_t *p, shmq_task_fn fn, size_t n,
-                        size_t arglen, void (*make)(void *, uint64_t),
-                        bool (*check)(uint64_t, const void *, size_t))
+/* Submit args[0..n) one task at a time, collecting with next whenever
+ * the pool is saturated, then the rest. Each result is compared with
+ * its expected value (esize bytes at expect + i * esize), computed
+ * before the clock started, as Python's inputs are built before its. */
+static bool submit_next(shmq_pool_t *p, shmq_task_fn fn,
+                        const struct iovec *args, size_t n,
+                        const void *expect, size_t esize)
 {
-    unsigned char arg[BLOCK], res[64];
+    unsigned char res[64];
     size_t got = 0;
     bool ok = true;
     for (size_t i = 0; ok && (i < n || got < n);) {
         int rc = -EAGAIN;
         uint64_t t;
         if (i < n) {
-            make(arg, i);
-            rc = shmq_pool_submit(p, fn, arg, arglen, &t, SHMQ_NOWAIT);
+            rc = shmq_pool_submit(p, fn, args[i].iov_base, args[i].iov_len,
+                                  &t, SHMQ_NOWAIT);
             if (rc == 0) {
                 ht_put(t, (uint32_t)i++);
                 continue;
@@ -175,77 +198,56 @@ static bool submit_next(shmq_pool_t *p, shmq_task_fn fn, size_t n,
         int st;
         uint32_t in = 0;
         rc = shmq_pool_next(p, &t, res, sizeof res, &len, &st, SHMQ_FOREVER);
-        ok = rc == 0 && st == 0 && ht_take(t, &in) && check(in, res, len);
+        ok = rc == 0 && st == 0 && ht_take(t, &in) && len == esize &&
+             memcmp(res, (const unsigned char *)expect + in * esize,
+                    esize) == 0;
         got++;
     }
     return ok;
 }
 
-static void make_pair(void *a, uint64_t i)
-{
-    int64_t ab[2] = {(int64_t)i, (int64_t)i};
-    memcpy(a, ab, sizeof ab);
-}
-
-static bool check_pair(uint64_t i, const void *r, size_t len)
-{
-    int64_t s;
-    memcpy(&s, r, sizeof s);
-    return len == sizeof s && s == (int64_t)(2 * i);
-}
-
-static void make_block(void *a, uint64_t i)
-{
-    block(a, i);
-}
-
-static bool check_crc(uint64_t i, const void *r, size_t len)
-{
-    unsigned char b[BLOCK];
-    uint32_t c;
-    block(b, i);
-    memcpy(&c, r, sizeof c);
-    return len == sizeof c && c == crc_of(b, BLOCK);
-}
-
 static void bench_shmq_tiny(shmq_pool_t *p, size_t n_submit, size_t n_map)
 {
-    double t = now();
-    bool ok = submit_next(p, t_add, n_submit, 16, make_pair, check_pair);
-    add_row("tiny submit/next", n_submit, now() - t, ok);
-
-    int64_t *in = malloc(n_map * 2 * sizeof *in);
-    int64_t *out = malloc(n_map * sizeof *out);
-    struct iovec *args = malloc(n_map * sizeof *args);
-    struct iovec *res = malloc(n_map * sizeof *res);
-    int *st = malloc(n_map * sizeof *st);
-    if (!in || !out || !args || !res || !st) {
+    size_t n = n_submit > n_map ? n_submit : n_map;
+    int64_t *in = malloc(n * 2 * sizeof *in);
+    int64_t *expect = malloc(n * sizeof *expect);
+    int64_t *out = malloc(n * sizeof *out);
+    struct iovec *args = malloc(n * sizeof *args);
+    struct iovec *res = malloc(n * sizeof *res);
+    int *st = malloc(n * sizeof *st);
+    if (!in || !expect || !out || !args || !res || !st) {
         add_row("tiny map", 0, 0, false);
         return;
     }
-    for (size_t i = 0; i < n_map; i++) {
+    for (size_t i = 0; i < n; i++) {
         in[2 * i] = in[2 * i + 1] = (int64_t)i;
+        expect[i] = (int64_t)(2 * i);
         args[i] = (struct iovec){&in[2 * i], 16};
         res[i] = (struct iovec){&out[i], sizeof out[i]};
     }
+    double t = now();
+    bool ok = submit_next(p, t_add, args, n_submit, expect, sizeof *expect);
+    add_row("tiny submit/next", n_submit, now() - t, ok);
+
     t = now();
     int rc = shmq_pool_map(p, t_add, args, n_map, res, st, SHMQ_FOREVER);
     double secs = now() - t;
     ok = rc == 0;
     for (size_t i = 0; ok && i < n_map; i++)
-        ok = st[i] == 0 && out[i] == (int64_t)(2 * i);
+        ok = st[i] == 0 && out[i] == expect[i];
     add_row("tiny map", n_map, secs, ok);
-    free(in), free(out), free(args), free(res), free(st);
+    free(in), free(expect), free(out), free(args), free(res), free(st);
 }
 
 static void bench_shmq_medium(shmq_pool_t *p, unsigned workers, size_t n)
 {
     unsigned char *blocks = malloc(n * BLOCK);
     uint32_t *out = malloc(n * sizeof *out);
+    uint32_t *expect = malloc(n * sizeof *expect);
     struct iovec *args = malloc(n * sizeof *args);
     struct iovec *res = malloc(n * sizeof *res);
     int *st = malloc(n * sizeof *st);
-    if (!blocks || !out || !args || !res || !st) {
+    if (!blocks || !out || !expect || !args || !res || !st) {
         add_row("medium map", 0, 0, false);
         return;
     }
@@ -255,15 +257,14 @@ static void bench_shmq_medium(shmq_pool_t *p, unsigned workers, size_t n)
         res[i] = (struct iovec){&out[i], sizeof out[i]};
     }
     /* The ideal: one process hashing alone, divided by the workers. */
-    volatile uint32_t sink = 0;
     double t = now();
     for (size_t i = 0; i < n; i++)
-        sink ^= crc_of(blocks + i * BLOCK, BLOCK);
+        expect[i] = crc_of(blocks + i * BLOCK, BLOCK);
     double serial = now() - t;
     add_row("medium ideal (serial / workers)", n, serial / workers, true);
 
     t = now();
-    bool ok = submit_next(p, t_crc, n, BLOCK, make_block, check_crc);
+    bool ok = submit_next(p, t_crc, args, n, expect, sizeof *expect);
     add_row("medium submit/next", n, now() - t, ok);
 
     t = now();
@@ -271,9 +272,9 @@ static void bench_shmq_medium(shmq_pool_t *p, unsigned workers, size_t n)
     double secs = now() - t;
     ok = rc == 0;
     for (size_t i = 0; ok && i < n; i++)
-        ok = st[i] == 0 && out[i] == crc_of(blocks + i * BLOCK, BLOCK);
+        ok = st[i] == 0 && out[i] == expect[i];
     add_row("medium map", n, secs, ok);
-    free(blocks), free(out), free(args), free(res), free(st);
+    free(blocks), free(out), free(expect), free(args), free(res), free(st);
 }
 
 /* ------------------------------------------------------------------ */
@@ -311,21 +312,39 @@ static void bench_python(unsigned workers, double scale)
 /* Report                                                               */
 /* ------------------------------------------------------------------ */
 
+/* The median over rounds of the per-round ratio (both rows were
+ * measured in the same round, under the same load), with its range. */
 static void ratio(const char *what, const char *shmq, const char *py)
 {
-    double a = rate_of(shmq), b = rate_of(py);
-    if (a > 0 && b > 0)
-        printf("| %s | %s / %s | %.1fx |\n", what, shmq, py, a / b);
+    struct row *a = row_of(shmq, false), *b = row_of(py, false);
+    if (!a || !b)
+        return;
+    double r[MAX_ROUNDS];
+    unsigned n = a->n < b->n ? a->n : b->n, k = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (b->rate[i] > 0)
+            r[k++] = a->rate[i] / b->rate[i];
+    if (k == 0)
+        return;
+    double lo = r[0], hi = r[0];
+    for (unsigned i = 1; i < k; i++) {
+        lo = r[i] < lo ? r[i] : lo;
+        hi = r[i] > hi ? r[i] : hi;
+    }
+    printf("| %s | %s / %s | %.2fx (%.2f-%.2f) |\n", what, shmq, py,
+           median(r, k), lo, hi);
 }
 
-static void report(unsigned workers)
+static void report(unsigned workers, unsigned rounds)
 {
-    printf("\nshmq-pool-bench: %u workers, %ld CPUs\n\n", workers,
-           sysconf(_SC_NPROCESSORS_ONLN));
-    printf("| case | tasks/s |\n|---|---:|\n");
+    printf("\nshmq-pool-bench: %u workers, %ld CPUs, %u rounds\n\n", workers,
+           sysconf(_SC_NPROCESSORS_ONLN), rounds);
+    printf("| case | tasks/s (median) |\n|---|---:|\n");
     for (unsigned i = 0; i < nrows; i++)
-        printf("| %s | %.0f |\n", rows[i].name, rows[i].rate);
-    printf("\n| comparison | rows | shmq / other |\n|---|---|---:|\n");
+        printf("| %s | %.0f |\n", rows[i].name,
+               median(rows[i].rate, rows[i].n));
+    printf("\n| comparison | rows | shmq / other, median (min-max) of "
+           "per-round ratios |\n|---|---|---:|\n");
     ratio("per task vs apply_async", "tiny submit/next", "py tiny apply_async");
     ratio("per task vs executor.submit", "tiny submit/next",
           "py tiny executor.submit");
@@ -342,42 +361,51 @@ static void report(unsigned workers)
 int main(int argc, char **argv)
 {
     double scale = 1.0;
-    unsigned workers = 0;
+    unsigned workers = 0, rounds = 3;
     bool python = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
-            scale = 0.1;
+            scale = 0.1, rounds = 1;
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = (unsigned)atoi(argv[++i]);
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
             workers = (unsigned)atoi(argv[++i]);
         else if (strcmp(argv[i], "--no-python") == 0)
             python = false;
         else {
             fprintf(stderr,
-                    "usage: %s [--quick] [--workers N] [--no-python]\n",
+                    "usage: %s [--quick] [--rounds N] [--workers N] "
+                    "[--no-python]\n",
                     argv[0]);
             return 2;
         }
     }
-    shmq_pool_t *p;
-    struct shmq_pool_config cfg = {.workers = workers};
-    int rc = shmq_pool_create(&p, &cfg);
-    if (rc != 0) {
-        fprintf(stderr, "shmq_pool_create: %s\n", shmq_strerror(rc));
-        return 1;
+    if (rounds < 1 || rounds > MAX_ROUNDS)
+        rounds = 3;
+    if (python &&
+        system("python3 -c 'import multiprocessing' >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "python3 not found: Python rows missing\n");
+        python = false;
     }
-    workers = shmq_pool_workers(p);
-    fprintf(stderr, "shmq-pool-bench: %u workers\n", workers);
-    bench_shmq_tiny(p, (size_t)(2000000 * scale), (size_t)(10000000 * scale));
-    bench_shmq_medium(p, workers, (size_t)(200000 * scale));
-    shmq_pool_close(p);
-    shmq_pool_join(p, SHMQ_FOREVER);
-    shmq_pool_destroy(p);
-    if (python) {
-        if (system("python3 -c 'import multiprocessing' >/dev/null 2>&1") == 0)
+    for (unsigned r = 0; r < rounds; r++) {
+        shmq_pool_t *p;
+        struct shmq_pool_config cfg = {.workers = workers};
+        int rc = shmq_pool_create(&p, &cfg);
+        if (rc != 0) {
+            fprintf(stderr, "shmq_pool_create: %s\n", shmq_strerror(rc));
+            return 1;
+        }
+        workers = shmq_pool_workers(p);
+        fprintf(stderr, "round %u: %u workers\n", r + 1, workers);
+        bench_shmq_tiny(p, (size_t)(2000000 * scale),
+                        (size_t)(10000000 * scale));
+        bench_shmq_medium(p, workers, (size_t)(50000 * scale));
+        shmq_pool_close(p);
+        shmq_pool_join(p, SHMQ_FOREVER);
+        shmq_pool_destroy(p);
+        if (python)
             bench_python(workers, scale);
-        else
-            fprintf(stderr, "python3 not found: Python rows missing\n");
     }
-    report(workers);
+    report(workers, rounds);
     return all_ok ? 0 : 1;
 }

@@ -48,7 +48,7 @@ def run(workers, scale):
     n_tiny_exec = int(20000 * scale)
     n_tiny_map = int(4000000 * scale)
     n_med_async = int(20000 * scale)
-    n_med_map = int(100000 * scale)
+    n_med_map = int(50000 * scale)
     ctx = mp.get_context("fork")
     with ctx.Pool(workers) as pool:
         pool.map(add_pair, [(1, 2)] * 1000)  # warm up

@@ -186,8 +186,7 @@ static unsigned online_cpus(void)
     return n > (long)POOL_MAX_WORKERS ? POOL_MAX_WORKERS : (unsigned)n;
 }
 
-SHMQ_PUBLIC int shmq_pool_create(shmq_pool_t **out,
-                                 const struct shmq_pool_config *cfg)
+static int create(shmq_pool_t **out, const struct shmq_pool_config *cfg)
 {
     struct shmq_pool_config c = {0};
     if (!out)
@@ -222,6 +221,15 @@ SHMQ_PUBLIC int shmq_pool_create(shmq_pool_t **out,
     }
     *out = p;
     return 0;
+}
+
+SHMQ_PUBLIC int shmq_pool_create(shmq_pool_t **out,
+                                 const struct shmq_pool_config *cfg)
+{
+    int saved = errno; /* the library never changes errno */
+    int rc = create(out, cfg);
+    errno = saved;
+    return rc;
 }
 
 static void send_cmd(struct shmq_pool *p, uint32_t cmd, uint32_t slot,
@@ -268,6 +276,7 @@ SHMQ_PUBLIC void shmq_pool_terminate(shmq_pool_t *p)
 {
     if (!p || p->terminated)
         return;
+    int saved = errno;
     p->terminated = p->closed = true;
     send_cmd(p, CMD_TERMINATE, 0, 0, 0);
     if (!fs_wait(p, TERMINATE_WAIT_MS)) {
@@ -280,6 +289,7 @@ SHMQ_PUBLIC void shmq_pool_terminate(shmq_pool_t *p)
     while (shmq__pool_pump(p, -1, true) == 0)
         ;
     shmq__pool_cancel_all(p);
+    errno = saved;
 }
 
 SHMQ_PUBLIC void shmq_pool_destroy(shmq_pool_t *p)
@@ -288,7 +298,9 @@ SHMQ_PUBLIC void shmq_pool_destroy(shmq_pool_t *p)
         return;
     if (p->fs_pidfd >= 0)
         shmq_pool_terminate(p);
+    int saved = errno;
     free_all(p);
+    errno = saved;
 }
 
 /* ------------------------------------------------------------------ */

@@ -227,6 +227,7 @@ static void setup(struct worker *wk, const struct pool_shared *sh, unsigned w,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         die_quietly(EXIT_BROKEN_IO);
+    prctl(PR_SET_NAME, "shmq-worker");
     wk->sh = sh;
     wk->w = w;
     wk->slot = &sh->ctl->slot[w];

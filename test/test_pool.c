@@ -276,19 +276,25 @@ static void worker_pids(shmq_pool_t *p, pid_t *pids, unsigned n)
 
 Test(pool, apply_returns_result_and_status, .timeout = 30)
 {
+    errno = 4242;
     shmq_pool_t *p = pool_new(2, 0);
     struct pair in = {40, 2};
     uint64_t t = submit_ok(p, t_add, &in, sizeof in);
     int64_t sum = 0;
     size_t len = 0;
     cr_expect_eq(status_of(p, t, &sum, sizeof sum, &len), 0);
+    cr_expect_eq(errno, 4242, "errno untouched");
     cr_expect_eq(len, sizeof sum);
     cr_expect_eq(sum, 42);
     int v = -77;
     t = submit_ok(p, t_status, &v, sizeof v);
     cr_expect_eq(status_of(p, t, NULL, 0, &len), -77, "status is fn's return");
     cr_expect_eq(len, 0);
+    errno = 4343;
+    shmq_pool_close(p);
+    shmq_pool_join(p, POOL_DEADLINE);
     shmq_pool_destroy(p);
+    cr_expect_eq(errno, 4343, "errno untouched");
 }
 
 Test(pool, workers_zero_means_online_cpus, .timeout = 30)
