@@ -10,8 +10,10 @@
 
 #include "layout.h" /* SHMQ_LOCK_BASE, SHMQ_PARTICIPANTS */
 
-static const struct shmq_config cfg = {
-    .maxsize = 16, .capacity = 4096, .max_message = 256, .flags = SHMQ_JOINABLE};
+static const struct shmq_config cfg = {.maxsize = 16,
+                                       .capacity = 4096,
+                                       .max_message = 256,
+                                       .flags = SHMQ_JOINABLE};
 
 /* Run shmq-stat with args; its stdout (up to cap bytes) in out. The exit
  * status, or -1 when it did not exit normally. */
@@ -45,8 +47,8 @@ Test(stat, live_queue_json, .timeout = 30)
     cr_assert(strstr(out, "\"capacity\":4096,"), "%s", out);
     cr_assert(strstr(out, "\"joinable\":true"), "%s", out);
     cr_assert(strstr(out, "\"qsize\":3,"), "%s", out);
-    snprintf(want, sizeof want, "\"pid\":%d,\"state\":\"active\",\"alive\":true",
-             (int)getpid());
+    snprintf(want, sizeof want,
+             "\"pid\":%d,\"state\":\"active\",\"alive\":true", (int)getpid());
     cr_assert(strstr(out, want), "want %s in %s", want, out);
     shmq_release(q);
 }
@@ -171,4 +173,21 @@ Test(stat, clean_removes_only_old_unlocked_strays, .timeout = 30)
     cr_assert(old_gone, "an old, unlocked stray is removed");
     cr_assert(fresh_kept, "a fresh one may be a creator at work");
     cr_assert(locked_kept, "a locked one has a live creator");
+}
+
+Test(stat, anonymous_queue_through_proc, .timeout = 30)
+{
+    shmq_t *q = NULL;
+    cr_assert_eq(shmq_create(&q, &cfg), 0);
+    cr_assert_eq(shmq_put_nowait(q, "abc", 3), 0);
+    char args[256], out[16384];
+    snprintf(args, sizeof args, "--json --attach /proc/%d/fd/%d", (int)getpid(),
+             shmq_fd(q));
+    int rc = run_stat(args, out, sizeof out);
+    cr_assert_eq(rc, 0, "shmq-stat: %d\n%s", rc, out);
+    cr_assert(strstr(out, "\"maxsize\":16,"), "%s", out);
+    cr_assert(strstr(out, "\"qsize\":1,"), "%s", out);
+    /* it released what it attached: the queue has one handle again */
+    cr_assert(strstr(out, "\"participants\":[{"), "%s", out);
+    shmq_release(q);
 }
