@@ -381,7 +381,11 @@ int shmq__shm_read_identity(int fd, struct shmq_geometry *geo)
     if ((uint64_t)st.st_size != geo->region_size)
         return -EPROTO;
     /* A region made sparse (by an older version or another program)
-     * gets its pages now, not at a put's first touch. */
+     * gets its pages now, not at a put's first touch. One with all its
+     * blocks (the usual case) is left alone: fallocate would walk every
+     * page of it again. */
+    if ((uint64_t)st.st_blocks * 512 >= geo->region_size)
+        return 0;
     rc = allocate(fd, geo->region_size);
     return rc == -EBADF ? -EACCES : rc; /* a read-only descriptor */
 }

@@ -139,6 +139,44 @@ Test(hostile, unsealed_memfd_is_sealed_on_attach, .timeout = 10)
     close(fd);
 }
 
+/* A sparse copy of q's region: only its non-zero pages are written. */
+static int sparse_copy(shmq_t *q, off_t *size)
+{
+    struct stat st;
+    cr_assert_eq(fstat(shmq_fd(q), &st), 0);
+    int fd = memfd_create("sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(ftruncate(fd, st.st_size), 0);
+    static char page[4096], zero[4096];
+    for (off_t off = 0; off < st.st_size; off += (off_t)sizeof page) {
+        cr_assert_eq(pread(shmq_fd(q), page, sizeof page, off),
+                     (ssize_t)sizeof page);
+        if (memcmp(page, zero, sizeof page) != 0)
+            cr_assert_eq(pwrite(fd, page, sizeof page, off),
+                         (ssize_t)sizeof page);
+    }
+    *size = st.st_size;
+    return fd;
+}
+
+Test(hostile, sparse_region_is_allocated_on_attach, .timeout = 10)
+{
+    shmq_t *orig = NULL, *q = NULL;
+    struct shmq_config c = {.maxsize = 8, .capacity = 256 << 10};
+    cr_assert_eq(shmq_create(&orig, &c), 0);
+    off_t size;
+    int fd = sparse_copy(orig, &size);
+    shmq_release(orig);
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    cr_assert_lt(st.st_blocks * 512, size, "the copy is sparse");
+    cr_assert_eq(shmq_from_fd(&q, fd), 0);
+    cr_assert_eq(fstat(fd, &st), 0);
+    cr_assert_geq(st.st_blocks * 512, size, "every page allocated on attach");
+    shmq_release(q);
+    close(fd);
+}
+
 Test(hostile, unsealable_memfd_is_eperm, .timeout = 10)
 {
     shmq_t *orig = NULL, *q = NULL;
