@@ -38,14 +38,24 @@ static bool bad_timeout(int64_t t)
 /* Creating and tearing down                                            */
 /* ------------------------------------------------------------------ */
 
+/* A queue with room for one max_message message and a little more (at
+ * least min_capacity): every page of a region is allocated at creation,
+ * so a pool with a large max_message must not ask for two per queue.
+ * Above 4 MiB the queue's storage unit grows; if the small margin does
+ * not cover it, fall back to the queue's own default of two. */
 static int make_queue(shmq_t **q, size_t max_message, size_t maxsize,
                       size_t min_capacity)
 {
-    size_t cap = 2 * max_message + 8;
+    size_t cap = max_message + (max_message >> 6) + 4096;
     struct shmq_config c = {.maxsize = maxsize,
                             .capacity = cap > min_capacity ? cap : min_capacity,
                             .max_message = max_message};
-    return shmq_create(q, &c);
+    int rc = shmq_create(q, &c);
+    if (rc == -EINVAL) {
+        c.capacity = 0;
+        rc = shmq_create(q, &c);
+    }
+    return rc;
 }
 
 static int make_ctl(struct shmq_pool *p)

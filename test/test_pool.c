@@ -441,6 +441,41 @@ Test(pool, result_above_max_message_is_emsgsize, .timeout = 30)
     shmq_pool_destroy(p);
 }
 
+Test(pool, large_arguments_and_results, .timeout = 60)
+{
+    enum { BIG = 1 << 20 };
+    shmq_pool_t *p = NULL;
+    struct shmq_pool_config c = {.workers = 2, .max_message = BIG};
+    cr_assert_eq(shmq_pool_create(&p, &c), 0);
+    unsigned char *in = malloc(BIG), *out = malloc(4 * (size_t)BIG);
+    cr_assert(in && out);
+    th_fill(in, BIG, 99);
+    uint64_t t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = submit_ok(p, t_echo, in, BIG - (size_t)i);
+    for (int i = 0; i < 4; i++) {
+        size_t len;
+        cr_expect_eq(status_of(p, t[i], out, BIG, &len), BIG - i);
+        cr_expect_eq(len, (size_t)BIG - (size_t)i);
+        cr_expect(memcmp(in, out, len) == 0);
+    }
+    struct iovec a[4], r[4];
+    int st[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct iovec){in, BIG - (size_t)i * 8};
+        r[i] = (struct iovec){out + (size_t)i * BIG, BIG};
+    }
+    cr_assert_eq(shmq_pool_map(p, t_echo, a, 4, r, st, POOL_DEADLINE), 0);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(st[i], BIG - i * 8);
+        cr_expect_eq(r[i].iov_len, a[i].iov_len);
+        cr_expect(memcmp(in, out + (size_t)i * BIG, r[i].iov_len) == 0);
+    }
+    free(in);
+    free(out);
+    shmq_pool_destroy(p);
+}
+
 Test(pool, wait_rules, .timeout = 30)
 {
     shmq_pool_t *p = pool_new(1, 0);
