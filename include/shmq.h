@@ -25,14 +25,14 @@
  *     yields -EPROTO (when attaching) or -EBADMSG (during an operation),
  *     never a crash or an endless loop. What a file can still do to its
  *     mappings is another matter: every page of a region is allocated at
- *     creation (and again on attach), and an anonymous queue's memfd is
- *     sealed against shrinking, so neither tmpfs running out nor its
- *     creator truncating it can kill a process with SIGBUS. A named
- *     queue's file cannot be sealed: a process allowed to write it (which
- *     the mode of shmq_create_named decides) can still truncate it or
- *     punch holes in it, and then a process touching the lost pages dies
- *     of SIGBUS (or gets zeroed pages back). Give write access only to
- *     processes you would trust with the queue's memory.
+ *     creation (and on attach, if some are missing), and an anonymous
+ *     queue's memfd is sealed against shrinking, so neither tmpfs running
+ *     out nor its creator truncating it can kill a process with SIGBUS. A
+ *     named queue's file cannot be sealed: a process allowed to write it
+ *     (which the mode of shmq_create_named decides) can still truncate it
+ *     or punch holes in it, and then a process touching the lost pages
+ *     dies of SIGBUS (or gets zeroed pages back). Give write access only
+ *     to processes you would trust with the queue's memory.
  *   - A process killed at any point of put or get loses at most the one
  *     message it was putting or getting; the queue keeps working for the
  *     others (see docs/internals.md, "Crash recovery").
