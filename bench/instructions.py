@@ -150,8 +150,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(here, "..", "build-bench"))
     ap.add_argument("--pairs", type=int, default=20000)
+    ap.add_argument("--check", action="store_true",
+                    help="fail unless the rings' known counts come out "
+                    "(Vyukov: 2 locked per pair, SPSC: 0): the test suite's "
+                    "check of the method")
     a = ap.parse_args()
     exe = os.path.join(a.build, "bench", "shmq-pairs")
+    if a.check and not shutil.which("valgrind"):
+        sys.exit(77)
     for tool in ("valgrind", "objdump"):
         if not shutil.which(tool):
             sys.exit("instructions.py: %s is not installed" % tool)
@@ -172,6 +178,11 @@ def main():
               (label, ins, loop, locked, fences))
     print("\nshmq, instructions per pair by function (self, top 10): " +
           ", ".join("%s %.1f" % (f, n) for f, n in rows[0][5]))
+    if a.check and (abs(rows[1][3] - 2) > 1e-9 or rows[2][3] != 0 or
+                    rows[0][3] < 1):
+        sys.exit("instructions.py: locked counts are not what the rings "
+                 "do (Vyukov %.2f, SPSC %.2f, shmq %.2f)" %
+                 (rows[1][3], rows[2][3], rows[0][3]))
     shmq = rows[0]
     print("\nissue 7 targets for shmq: <= 250 instructions (%s), "
           "<= 3 locked instructions (%s)" %
