@@ -48,7 +48,7 @@ static int putv_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (shmq__closed(q))
         return -EPIPE;
     struct ring_ref ref;
-    int rc = ring_claim(q, op->len, &ref, s);
+    int rc = shmq__ring_claim(q, op->len, &ref, s);
     if (rc < 0)
         return rc;
     /* The ring is mapped twice in a row: the record is contiguous. */
@@ -58,7 +58,7 @@ static int putv_attempt(struct shmq *q, void *arg, struct ring_stall *s)
             memcpy(dst, op->iov[i].iov_base, op->iov[i].iov_len);
         dst += op->iov[i].iov_len;
     }
-    rc = ring_commit(q, &ref, op->len);
+    rc = shmq__ring_commit(q, &ref, op->len);
     return rc < 0 ? rc : shmq__put_settle(q, &ref);
 }
 
@@ -117,7 +117,7 @@ struct all_op {
 static void abort_claims(struct shmq *q, const struct ring_ref *refs, size_t k)
 {
     for (size_t i = 0; i < k; i++)
-        ring_abort(q, &refs[i]);
+        shmq__ring_abort(q, &refs[i]);
     if (k)
         wait_signal(&q->hdr->not_empty.word);
 }
@@ -132,13 +132,13 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     /* Look before claiming: claims given back are aborted records, whose
      * room returns only when release passes them, in ring order. Only a
      * race with another producer can still make a claim fail. */
-    ring_advance_release(q);
-    if (!ring_has_room(q, (uint32_t)op->n, op->units)) {
-        ring_release_stall(q, s, true);
+    shmq__ring_advance_release(q);
+    if (!shmq__ring_has_room(q, (uint32_t)op->n, op->units)) {
+        shmq__ring_release_stall(q, s, true);
         return -EAGAIN;
     }
     for (size_t i = 0; i < op->n; i++) {
-        int rc = ring_claim(q, op->msgs[i].iov_len, &op->refs[i], s);
+        int rc = shmq__ring_claim(q, op->msgs[i].iov_len, &op->refs[i], s);
         if (rc < 0) {
             abort_claims(q, op->refs, i);
             return rc;
@@ -149,7 +149,7 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
         if (op->msgs[i].iov_len)
             memcpy(ring_addr(q, op->refs[i].pos), op->msgs[i].iov_base,
                    op->msgs[i].iov_len);
-        if (ring_commit(q, &op->refs[i], op->msgs[i].iov_len) < 0)
+        if (shmq__ring_commit(q, &op->refs[i], op->msgs[i].iov_len) < 0)
             bad = -EBADMSG;
     }
     if (bad)
@@ -157,9 +157,9 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     /* A close before the commits: withdraw the batch, unless a consumer
      * took its first message already (then it drains the rest). */
     if (__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST) &&
-        ring_withdraw(q, &op->refs[0]) == 0) {
+        shmq__ring_withdraw(q, &op->refs[0]) == 0) {
         for (size_t i = 1; i < op->n; i++)
-            ring_withdraw(q, &op->refs[i]);
+            shmq__ring_withdraw(q, &op->refs[i]);
         wait_signal(&q->hdr->not_empty.word);
         return -EPIPE;
     }
@@ -254,7 +254,7 @@ static int take_one(struct shmq *q, struct many_op *op, struct ring_stall *s)
     if (!ref.copied) {
         if (len)
             memcpy(dst, ring_addr(q, ref.pos), len);
-        rc = ring_free(q, &ref);
+        rc = shmq__ring_free(q, &ref);
     }
     shmq__freed(q, ref.seq);
     op->msgs[op->count].iov_base = dst;

@@ -82,7 +82,7 @@ static int try_slot(struct shmq *q, unsigned slot)
     /* A slot left active was held by a process that died: its records
      * are still marked with this slot number. */
     if (load_acquire(&p->state) != PART_FREE)
-        ring_recover_owner(q, slot);
+        shmq__ring_recover_owner(q, slot);
     store_relaxed(&p->pid, (uint32_t)getpid());
     store_release(&p->state, PART_ACTIVE);
     q->slot = slot;

@@ -42,7 +42,7 @@ static void handle_free(struct shmq *q)
     /* Open reservations and borrows end with the handle; a forked
      * child's unregistered copy holds none (its parent's are not its). */
     if (q->hdr && q->lock_fd >= 0 && liveness_current(q)) {
-        ring_end_owned(q);
+        shmq__ring_end_owned(q);
         wait_signal(&q->hdr->not_empty.word);
         wait_signal(&q->hdr->not_full.word);
     }
@@ -201,7 +201,7 @@ int shmq__put_settle(struct shmq *q, const struct ring_ref *ref)
 {
     int rc = 0;
     if (__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST) &&
-        ring_withdraw(q, ref) == 0)
+        shmq__ring_withdraw(q, ref) == 0)
         rc = -EPIPE;
     wait_signal(&q->hdr->not_empty.word);
     return rc;
@@ -218,12 +218,12 @@ static int put_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (shmq__closed(q))
         return -EPIPE;
     struct ring_ref ref;
-    int rc = ring_claim(q, op->len, &ref, s);
+    int rc = shmq__ring_claim(q, op->len, &ref, s);
     if (rc < 0)
         return rc;
     if (op->len)
         memcpy(ring_addr(q, ref.pos), op->msg, op->len);
-    rc = ring_commit(q, &ref, op->len);
+    rc = shmq__ring_commit(q, &ref, op->len);
     return rc < 0 ? rc : shmq__put_settle(q, &ref);
 }
 
@@ -253,13 +253,13 @@ struct get_op {
 int shmq__take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                struct ring_ref *ref, struct ring_stall *s)
 {
-    int rc = ring_take(q, buf, cap, len, ref, s);
+    int rc = shmq__ring_take(q, buf, cap, len, ref, s);
     if ((rc == -EAGAIN || rc == -EINPROGRESS) && shmq__closed(q)) {
         /* Drained only if nothing is committed once the flag is seen: a
          * put that commits after this fence sees the flag and withdraws
          * its record (shmq__put_settle); puts in flight do not count. */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        rc = ring_take(q, buf, cap, len, ref, s);
+        rc = shmq__ring_take(q, buf, cap, len, ref, s);
         if (rc == -EAGAIN || rc == -EINPROGRESS)
             return -EPIPE;
     }
@@ -270,10 +270,10 @@ void shmq__freed(struct shmq *q, uint32_t seq)
 {
     /* Moving release costs a CAS on a line every producer reads: do it
      * for a batch of records, or at once when a producer sleeps. One
-     * that finds the queue full moves it itself (ring_claim). */
+     * that finds the queue full moves it itself (shmq__ring_claim). */
     if ((seq & RELEASE_EVERY) == RELEASE_EVERY ||
         wait_has_sleepers(&q->hdr->not_full.word)) {
-        ring_advance_release(q);
+        shmq__ring_advance_release(q);
         wait_signal(&q->hdr->not_full.word);
     }
 }
@@ -288,7 +288,7 @@ static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (!ref.copied) {
         if (op->len) /* buf may be NULL for a 0-byte message */
             memcpy(op->buf, ring_addr(q, ref.pos), op->len);
-        rc = ring_free(q, &ref);
+        rc = shmq__ring_free(q, &ref);
     }
     shmq__freed(q, ref.seq);
     return rc;
@@ -330,7 +330,7 @@ SHMQ_PUBLIC int shmq_get_nowait(shmq_t *q, void *buf, size_t cap, size_t *len)
 SHMQ_PUBLIC size_t shmq_qsize(const shmq_t *q)
 {
     /* const for the caller: the handle; the shared head may be helped */
-    return q ? ring_count((struct shmq *)q) : 0;
+    return q ? shmq__ring_count((struct shmq *)q) : 0;
 }
 
 SHMQ_PUBLIC bool shmq_empty(const shmq_t *q)
@@ -343,8 +343,8 @@ SHMQ_PUBLIC bool shmq_full(const shmq_t *q)
     if (!q)
         return false;
     /* Consumers move release lazily; a put would move it first. */
-    ring_advance_release((struct shmq *)q);
-    return ring_full((struct shmq *)q);
+    shmq__ring_advance_release((struct shmq *)q);
+    return shmq__ring_full((struct shmq *)q);
 }
 
 SHMQ_PUBLIC size_t shmq_max_message(const shmq_t *q)
@@ -385,7 +385,7 @@ SHMQ_PUBLIC bool shmq_closed(const shmq_t *q)
 static uint32_t unfinished(struct shmq *q, uint32_t done)
 {
     uint32_t aborted = (uint32_t)load_acquire(&q->hdr->tasks_aborted.word);
-    return ring_claimed(q) - aborted - done;
+    return shmq__ring_claimed(q) - aborted - done;
 }
 
 SHMQ_PUBLIC int shmq_task_done(shmq_t *q)
@@ -422,8 +422,8 @@ static int join_attempt(struct shmq *q, void *op, struct ring_stall *s)
     /* A dead producer's record counts until someone aborts it: name the
      * record that holds release, so that a joiner with no consumer around
      * recovers it. */
-    ring_advance_release(q);
-    ring_release_stall(q, s, true);
+    shmq__ring_advance_release(q);
+    shmq__ring_release_stall(q, s, true);
     return -EAGAIN;
 }
 

@@ -13,7 +13,7 @@
  * or was taken already), -EPIPE (withdrawn). Signals consumers. */
 int shmq__put_settle(struct shmq *q, const struct ring_ref *ref);
 
-/* ring_take with the close rule: -EPIPE once the queue is closed and
+/* shmq__ring_take with the close rule: -EPIPE once the queue is closed and
  * nothing committed is left. */
 int shmq__take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                struct ring_ref *ref, struct ring_stall *s);

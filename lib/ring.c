@@ -200,7 +200,7 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
     return 1;
 }
 
-int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
+int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
                struct ring_stall *stall)
 {
     uint32_t units = units_for(q, len);
@@ -211,9 +211,9 @@ int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
         if (rc != -EAGAIN)
             return rc;
         /* Room may be waiting behind a release nobody advanced. */
-        if (ring_advance_release(q))
+        if (shmq__ring_advance_release(q))
             continue;
-        ring_release_stall(q, stall, true);
+        shmq__ring_release_stall(q, stall, true);
         return -EAGAIN;
     }
     return -EBADMSG;
@@ -233,7 +233,7 @@ static void late_announce(struct shmq *q)
         ;
 }
 
-int ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
+int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
 {
     struct shmq_desc *d = ref_desc(q, ref);
     /* release: a consumer that reads this len also sees our claim of the
@@ -263,7 +263,7 @@ static void count_aborted(struct shmq *q)
     __atomic_fetch_add(&q->hdr->tasks_aborted.word, 1, __ATOMIC_RELEASE);
 }
 
-int ring_withdraw(struct shmq *q, const struct ring_ref *ref)
+int shmq__ring_withdraw(struct shmq *q, const struct ring_ref *ref)
 {
     struct shmq_desc *d = ref_desc(q, ref);
     unsigned st = ref->late ? DESC_LATE : DESC_COMMITTED;
@@ -287,7 +287,7 @@ static bool abort_writing(struct shmq *q, uint64_t w)
     return true;
 }
 
-int ring_abort(struct shmq *q, const struct ring_ref *ref)
+int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref)
 {
     if (abort_writing(q, desc_pack(ref->seq, DESC_WRITING, q->slot,
                                    ref->units)) ||
@@ -333,7 +333,7 @@ static inline __attribute__((always_inline)) int take_record(struct shmq *q, str
         /* Copy first, then take and free in one CAS: the record stays
          * put until some consumer's CAS succeeds, so if ours does, what
          * we copied is the message; if it fails, the copy is dropped and
-         * the caller's buffer was not touched. seq_cst: as ring_free. */
+         * the caller's buffer was not touched. seq_cst: as shmq__ring_free. */
         unsigned char bounce[RING_COPY_FIRST_MAX > 0 ? RING_COPY_FIRST_MAX : 1];
         memcpy(bounce, ring_addr(q, at.pos), n);
         uint64_t freed = desc_pack(at.seq, DESC_FREE, q->slot, units);
@@ -427,7 +427,7 @@ static void head_moved(struct shmq *q, uint64_t hint, struct walk at,
 }
 
 /* One take attempt: walk from the head to the first committed record.
- * 0, 1 (again), or the errors of ring_take. */
+ * 0, 1 (again), or the errors of shmq__ring_take. */
 static int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                      struct ring_ref *ref, struct ring_stall *stall)
 {
@@ -482,11 +482,11 @@ static int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
         return -EINPROGRESS;
     /* Nothing in flight after the head: what holds room, if anything, is
      * at release (a writer consumers went past, perhaps dead). */
-    ring_release_stall(q, stall, false);
+    shmq__ring_release_stall(q, stall, false);
     return -EAGAIN;
 }
 
-int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+int shmq__ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
               struct ring_ref *ref, struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
@@ -498,7 +498,7 @@ int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
     return -EBADMSG;
 }
 
-int ring_free(struct shmq *q, const struct ring_ref *ref)
+int shmq__ring_free(struct shmq *q, const struct ring_ref *ref)
 {
     /* our reads of the bytes happen before anyone reuses them: pairs with
      * the acquire of this word when release moves past it. seq_cst: the
@@ -551,7 +551,7 @@ static bool release_once(struct shmq *q)
     return true;
 }
 
-bool ring_advance_release(struct shmq *q)
+bool shmq__ring_advance_release(struct shmq *q)
 {
     bool moved = false;
     for (uint32_t i = 0; i <= q->geo.maxsize && release_once(q); i++)
@@ -559,7 +559,7 @@ bool ring_advance_release(struct shmq *q)
     return moved;
 }
 
-void ring_release_stall(struct shmq *q, struct ring_stall *stall, bool readers)
+void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall, bool readers)
 {
     uint64_t r = load_acquire(&q->hdr->release.word);
     uint64_t w = load_acquire(&ring_desc(q, pos_seq(r))->word);
@@ -584,7 +584,7 @@ void ring_release_stall(struct shmq *q, struct ring_stall *stall, bool readers)
 /* Recovery                                                             */
 /* ------------------------------------------------------------------ */
 
-bool ring_recover(struct shmq *q, const struct ring_stall *stall)
+bool shmq__ring_recover(struct shmq *q, const struct ring_stall *stall)
 {
     uint64_t w = stall->word;
     uint32_t seq = desc_seq(w);
@@ -605,11 +605,11 @@ bool ring_recover(struct shmq *q, const struct ring_stall *stall)
     default:
         break;
     }
-    ring_advance_release(q);
+    shmq__ring_advance_release(q);
     return done;
 }
 
-void ring_recover_owner(struct shmq *q, unsigned slot)
+void shmq__ring_recover_owner(struct shmq *q, unsigned slot)
 {
     /* Records in flight lie between release and the tail. */
     uint64_t r = load_acquire(&q->hdr->release.word), t;
@@ -622,11 +622,11 @@ void ring_recover_owner(struct shmq *q, unsigned slot)
             (st == DESC_WRITING || st == DESC_SKIPPED ||
              st == DESC_READING) &&
             units_ok(q, desc_units(w)))
-            ring_recover(q, &(struct ring_stall){true, w});
+            shmq__ring_recover(q, &(struct ring_stall){true, w});
     }
 }
 
-void ring_end_owned(struct shmq *q)
+void shmq__ring_end_owned(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)
@@ -645,14 +645,14 @@ void ring_end_owned(struct shmq *q)
                         desc_pack(s, DESC_FREE, q->slot, desc_units(w)));
         }
     }
-    ring_advance_release(q);
+    shmq__ring_advance_release(q);
 }
 
 /* ------------------------------------------------------------------ */
 /* Snapshots                                                            */
 /* ------------------------------------------------------------------ */
 
-uint32_t ring_count(struct shmq *q)
+uint32_t shmq__ring_count(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)
@@ -667,7 +667,7 @@ uint32_t ring_count(struct shmq *q)
     return count > q->geo.maxsize ? q->geo.maxsize : count;
 }
 
-bool ring_full(struct shmq *q)
+bool shmq__ring_full(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)
@@ -677,7 +677,7 @@ bool ring_full(struct shmq *q)
     return used_seq >= q->geo.maxsize || used_units + 1 > q->geo.cap_units;
 }
 
-bool ring_has_room(struct shmq *q, uint32_t records, uint64_t units)
+bool shmq__ring_has_room(struct shmq *q, uint32_t records, uint64_t units)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)
@@ -689,7 +689,7 @@ bool ring_has_room(struct shmq *q, uint32_t records, uint64_t units)
            units <= q->geo.cap_units - used_units;
 }
 
-uint32_t ring_claimed(struct shmq *q)
+uint32_t shmq__ring_claimed(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)

@@ -20,7 +20,7 @@ struct ring_ref {
     uint32_t seq;
     uint32_t pos;
     uint32_t units;
-    bool copied; /* ring_take copied the payload and freed the record */
+    bool copied; /* shmq__ring_take copied the payload and freed the record */
     bool late;   /* committed after consumers went past it (DESC_LATE) */
     struct shmq_desc *d; /* its descriptor, or NULL: look it up */
 };
@@ -57,58 +57,58 @@ static inline struct shmq_desc *ref_desc(const struct shmq *q,
 /* Claim room for a payload of len bytes (len <= max_message).
  * 0, -EAGAIN (full: by count or bytes; stall names what holds the room),
  * -EBADMSG (corrupt). */
-int ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
+int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
                struct ring_stall *stall);
 
 /* Publish a claimed record whose first len bytes are written (len may be
  * less than the claim). 0 or -EBADMSG. */
-int ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len);
+int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len);
 
 /* Take back a committed record that no consumer took yet (the queue was
  * closed meanwhile). 0 withdrawn, 1 a consumer has it already. */
-int ring_withdraw(struct shmq *q, const struct ring_ref *ref);
+int shmq__ring_withdraw(struct shmq *q, const struct ring_ref *ref);
 
 /* Withdraw a claimed, uncommitted record (it will be skipped). 0 or
  * -EBADMSG. */
-int ring_abort(struct shmq *q, const struct ring_ref *ref);
+int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref);
 
 /* Take the oldest committed record that can be taken now, if its
  * payload fits cap. With buf, a small payload is copied into it and the
  * record freed at once (ref->copied); otherwise the caller reads from
- * ref->pos and calls ring_free. buf is written only on success.
+ * ref->pos and calls shmq__ring_free. buf is written only on success.
  * 0 (*len set), -EAGAIN (nothing committed), -EINPROGRESS (nothing
  * committed, but a record is being written: stall names the writer),
  * -ENOBUFS (*len is the size needed, nothing taken), -EBADMSG. */
-int ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+int shmq__ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
               struct ring_ref *ref, struct ring_stall *stall);
 
 /* Give a taken record's room back. 0 or -EBADMSG. */
-int ring_free(struct shmq *q, const struct ring_ref *ref);
+int shmq__ring_free(struct shmq *q, const struct ring_ref *ref);
 
 /* Move release past freed records; true if it moved. */
-bool ring_advance_release(struct shmq *q);
+bool shmq__ring_advance_release(struct shmq *q);
 
 /* Fill stall with the record that keeps release where it is, if it is
  * in flight (being written, or being read when readers is true). */
-void ring_release_stall(struct shmq *q, struct ring_stall *stall,
+void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
                         bool readers);
 
 /* Recovery, once liveness_dead() said the stall's owner is gone: abort
  * its record (a writer's) or free it (a reader's). true if this call
  * changed it. */
-bool ring_recover(struct shmq *q, const struct ring_stall *stall);
+bool shmq__ring_recover(struct shmq *q, const struct ring_stall *stall);
 /* Recover every record a dead holder of `slot` left in flight. */
-void ring_recover_owner(struct shmq *q, unsigned slot);
+void shmq__ring_recover_owner(struct shmq *q, unsigned slot);
 
 /* End the records this handle still holds (open reservations: aborted;
  * open borrows: freed), at release of the handle. */
-void ring_end_owned(struct shmq *q);
+void shmq__ring_end_owned(struct shmq *q);
 
 /* Snapshots for qsize/full and join accounting. */
-uint32_t ring_count(struct shmq *q);   /* committed, not taken */
-bool ring_full(struct shmq *q);        /* a 0-byte claim would fail */
+uint32_t shmq__ring_count(struct shmq *q);   /* committed, not taken */
+bool shmq__ring_full(struct shmq *q);        /* a 0-byte claim would fail */
 /* Would `records` records of `units` storage units in all fit now? */
-bool ring_has_room(struct shmq *q, uint32_t records, uint64_t units);
-uint32_t ring_claimed(struct shmq *q); /* first unclaimed sequence */
+bool shmq__ring_has_room(struct shmq *q, uint32_t records, uint64_t units);
+uint32_t shmq__ring_claimed(struct shmq *q); /* first unclaimed sequence */
 
 #endif /* SHMQ_RING_H */

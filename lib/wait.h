@@ -14,6 +14,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The library's internal symbols are shmq__ names; these short ones
+ * are what lib/ calls them by. */
+#define wait_now          shmq__wait_now
+#define wait_deadline     shmq__wait_deadline
+#define wait_prepare      shmq__wait_prepare
+#define wait_sleep        shmq__wait_sleep
+#define wait_has_sleepers shmq__wait_has_sleepers
+#define wait_signal_slow  shmq__wait_signal_slow
+#define wait_broadcast    shmq__wait_broadcast
+
 /* Absolute CLOCK_MONOTONIC time in ns; -1 means no deadline. */
 typedef int64_t wait_deadline_t;
 

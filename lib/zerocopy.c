@@ -74,7 +74,7 @@ static int put_begin_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (shmq__closed(q))
         return -EPIPE;
     struct ring_ref ref;
-    int rc = ring_claim(q, op->max_len, &ref, s);
+    int rc = shmq__ring_claim(q, op->max_len, &ref, s);
     if (rc == 0)
         msg_set(q, op->m, &ref, MSG_RESERVED, op->max_len);
     return rc;
@@ -105,10 +105,10 @@ SHMQ_PUBLIC int shmq_put_commit(shmq_t *q, struct shmq_msg *m, size_t len)
     int saved = errno;
     int rc;
     if (shmq__closed(q)) {
-        rc = ring_abort(q, &ref) < 0 ? -EINVAL : -EPIPE;
+        rc = shmq__ring_abort(q, &ref) < 0 ? -EINVAL : -EPIPE;
         wait_signal(&q->hdr->not_empty.word);
     } else {
-        rc = ring_commit(q, &ref, len) < 0 ? -EINVAL
+        rc = shmq__ring_commit(q, &ref, len) < 0 ? -EINVAL
                                            : shmq__put_settle(q, &ref);
     }
     errno = saved;
@@ -122,7 +122,7 @@ SHMQ_PUBLIC int shmq_put_abort(shmq_t *q, struct shmq_msg *m)
     if (!q || !m || !msg_ref(q, m, MSG_RESERVED, &ref))
         return -EINVAL;
     if (shmq__ensure(q) < 0 || !reserved_by_us(q, &ref) ||
-        ring_abort(q, &ref) < 0)
+        shmq__ring_abort(q, &ref) < 0)
         return -EINVAL;
     int saved = errno;
     /* A consumer may wait for this record to land. */
@@ -162,7 +162,7 @@ SHMQ_PUBLIC int shmq_get_end(shmq_t *q, struct shmq_msg *m)
     struct ring_ref ref;
     if (!q || !m || !msg_ref(q, m, MSG_BORROWED, &ref))
         return -EINVAL;
-    if (shmq__ensure(q) < 0 || ring_free(q, &ref) < 0)
+    if (shmq__ensure(q) < 0 || shmq__ring_free(q, &ref) < 0)
         return -EINVAL;
     int saved = errno;
     shmq__freed(q, ref.seq);

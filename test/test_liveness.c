@@ -33,7 +33,7 @@ static int die_after_claim(void *arg)
     struct ring_ref ref;
     struct ring_stall st;
     TH_CHECK_EQ(liveness_ensure(q), 0);
-    TH_CHECK_EQ(ring_claim(q, 5, &ref, &st), 0);
+    TH_CHECK_EQ(shmq__ring_claim(q, 5, &ref, &st), 0);
     memcpy(ring_addr(q, ref.pos), "to", 2); /* a torn half */
     raise(SIGKILL);
     return 1;
@@ -47,7 +47,7 @@ static int die_after_take(void *arg)
     struct ring_stall st;
     uint64_t len;
     TH_CHECK_EQ(liveness_ensure(q), 0);
-    TH_CHECK_EQ(ring_take(q, NULL, 256, &len, &ref, &st), 0);
+    TH_CHECK_EQ(shmq__ring_take(q, NULL, 256, &len, &ref, &st), 0);
     raise(SIGKILL);
     return 1;
 }
@@ -133,10 +133,10 @@ static int stop_after_claim(void *arg)
     struct ring_ref ref;
     struct ring_stall st;
     TH_CHECK_EQ(liveness_ensure(q), 0);
-    TH_CHECK_EQ(ring_claim(q, 7, &ref, &st), 0);
+    TH_CHECK_EQ(shmq__ring_claim(q, 7, &ref, &st), 0);
     raise(SIGSTOP);
     memcpy(ring_addr(q, ref.pos), "stopped", 7);
-    TH_CHECK_EQ(ring_commit(q, &ref, 7), 0);
+    TH_CHECK_EQ(shmq__ring_commit(q, &ref, 7), 0);
     return 0;
 }
 
@@ -214,7 +214,7 @@ Test(liveness, recover_owner_aborts_what_a_dead_slot_left)
     uint64_t hd = load_acquire(&q->hdr->head.word);
     uint64_t w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
     cr_assert_eq(desc_state(w), DESC_WRITING);
-    ring_recover_owner(q, desc_owner(w));
+    shmq__ring_recover_owner(q, desc_owner(w));
     w = load_acquire(&ring_desc(q, pos_seq(hd))->word);
     cr_assert_eq(desc_state(w), DESC_ABORTED);
     shmq_set_spin(q, 0);
@@ -253,7 +253,7 @@ static int hog_slots_and_die(void *arg)
     TH_CHECK(n > 0);
     struct ring_ref ref;
     struct ring_stall st;
-    TH_CHECK_EQ(ring_claim(h[0], 3, &ref, &st), 0);
+    TH_CHECK_EQ(shmq__ring_claim(h[0], 3, &ref, &st), 0);
     raise(SIGKILL);
     return 1;
 }
@@ -369,9 +369,9 @@ Test(liveness, withdrawn_record_is_not_queued)
     struct ring_ref ref;
     struct ring_stall st;
     cr_assert_eq(liveness_ensure(q), 0);
-    cr_assert_eq(ring_claim(q, 3, &ref, &st), 0);
+    cr_assert_eq(shmq__ring_claim(q, 3, &ref, &st), 0);
     cr_assert_eq(shmq_close(q), 0);
-    cr_assert_eq(ring_abort(q, &ref), 0);
+    cr_assert_eq(shmq__ring_abort(q, &ref), 0);
     cr_assert_eq(shmq_qsize(q), 0);
     cr_assert(shmq_empty(q));
     char b[8];
