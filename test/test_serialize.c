@@ -1741,6 +1741,56 @@ Test(serialize, forked_child_cannot_end_parents, .timeout = 20)
     shmq_release(q);
 }
 
+/* A child that never used the inherited handle releases it: the
+ * parent's reservations and borrows are not its to end. */
+static int child_release_only(void *p)
+{
+    struct owned *o = p;
+    shmq_release(o->q);
+    return 0;
+}
+
+Test(serialize, forked_child_release_leaves_parents, .timeout = 20)
+{
+    shmq_t *q = small();
+    put_u32(q, 5);
+    struct owned o = {.q = q};
+    cr_assert_eq(shmq_put_begin(q, 4, &o.r, SHMQ_NOWAIT), 0, "put_begin");
+    cr_assert_eq(shmq_get_begin(q, &o.g, SHMQ_NOWAIT), 0, "get_begin");
+    th_assert_child_ok(th_fork(child_release_only, &o));
+    *(uint32_t *)o.r.data = 6;
+    cr_assert_eq(shmq_put_commit(q, &o.r, 4), 0, "parent commits");
+    cr_assert_eq(shmq_get_end(q, &o.g), 0, "parent ends the borrow");
+    cr_assert_eq(get_u32(q), 6, "the reserved message");
+    shmq_release(q);
+}
+
+/* Reservations count against capacity like queued messages, by their
+ * reserved size. */
+Test(serialize, reservations_count_against_capacity, .timeout = 10)
+{
+    shmq_t *q = make(64, 1024, 256, 0);
+    static unsigned char msg[256];
+    size_t fit = 0;
+    while (shmq_put_nowait(q, msg, 256) == 0)
+        fit++;
+    drain(q);
+    cr_assert_geq(fit, 2, "fit %zu", fit);
+    struct shmq_msg m[64];
+    for (size_t i = 0; i < fit; i++)
+        cr_assert_eq(shmq_put_begin(q, 256, &m[i], SHMQ_NOWAIT), 0,
+                     "reserve %zu of %zu", i, fit);
+    struct shmq_msg extra;
+    cr_assert_eq(shmq_put_begin(q, 256, &extra, SHMQ_NOWAIT), -EAGAIN,
+                 "one more full-size reservation");
+    cr_assert_eq(shmq_put_nowait(q, msg, 256), -EAGAIN, "a full-size put");
+    for (size_t i = 0; i < fit; i++)
+        cr_assert_eq(shmq_put_abort(q, &m[i]), 0, "abort");
+    for (size_t i = 0; i < fit; i++)
+        cr_assert_eq(shmq_put_nowait(q, msg, 256), 0, "room back");
+    shmq_release(q);
+}
+
 /* release aborts the handle's open reservations and ends its borrows. */
 Test(serialize, release_ends_reservations_and_borrows, .timeout = 20)
 {
@@ -1817,18 +1867,85 @@ Test(serialize, killed_holder_loses_only_its_own, .timeout = 30)
     size_t len;
     cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), -EAGAIN,
                  "a dead process's reservation was delivered");
-    /* Every record's room comes back: the queue holds 8 again. */
-    for (uint32_t i = 0; i < 8; i++) {
-        int r = shmq_put(q, &i, sizeof i, 5 * TH_SEC);
-        cr_assert_eq(r, 0, "put %u after the death: %d", i, r);
-    }
+    /* Every record's room comes back: the queue holds 8 again, in one
+     * all-or-none batch (which waits behind the dead records until they
+     * are recovered). */
+    int r = shmq_put_many(q, values(0, 8), 8, SHMQ_ALL, 5 * TH_SEC);
+    cr_assert_eq(r, 8, "put_many ALL of 8 after the death: %d", r);
     cr_assert(shmq_full(q), "full again");
-    cr_assert_eq(drain(q), 8, "drain");
-    for (int i = 0; i < 8; i++)
-        cr_assert_eq(shmq_task_done(q), 0, "task_done");
-    /* The borrowed message went with its reader: join does not wait for
-     * it; the reservations were never put. */
-    cr_assert_eq(shmq_join(q, 2 * TH_SEC), 0, "join");
+    for (uint32_t i = 0; i < 8; i++)
+        cr_assert_eq(get_u32(q), i, "order");
+    shmq_release(q);
+}
+
+/* get_many takes the messages after an open reservation too. */
+Test(serialize, get_many_takes_past_open_reservations, .timeout = 10)
+{
+    shmq_t *q = small();
+    struct shmq_msg a, b;
+    put_u32(q, 1);
+    cr_assert_eq(shmq_put_begin(q, 4, &a, SHMQ_NOWAIT), 0, "begin a");
+    put_u32(q, 2);
+    cr_assert_eq(shmq_put_begin(q, 4, &b, SHMQ_NOWAIT), 0, "begin b");
+    put_u32(q, 3);
+    uint64_t buf[8];
+    struct iovec msgs[8];
+    int r = shmq_get_many(q, buf, sizeof buf, msgs, 8, SHMQ_NOWAIT);
+    cr_assert_eq(r, 3, "took %d of the 3 committed", r);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(*(uint32_t *)msgs[i].iov_base, (uint32_t)i + 1, "order");
+    *(uint32_t *)b.data = 5;
+    cr_assert_eq(shmq_put_commit(q, &b, 4), 0, "commit b");
+    cr_assert_eq(shmq_put_abort(q, &a), 0, "abort a");
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, 8, SHMQ_NOWAIT), 1,
+                 "b");
+    cr_assert_eq(*(uint32_t *)msgs[0].iov_base, 5, "b's value");
+    shmq_release(q);
+}
+
+/* The library never changes errno, whatever the call's outcome. */
+static int errno_in_child(void *p)
+{
+    struct owned *o = p;
+    struct shmq_msg r = o->r;
+    errno = 4321;
+    TH_CHECK_EQ(shmq_put_commit(o->q, &r, 1), -EINVAL); /* first call */
+    TH_CHECK_EQ(errno, 4321);
+    return 0;
+}
+
+Test(serialize, errno_is_never_changed, .timeout = 20)
+{
+    shmq_t *q = small();
+    uint64_t buf[8];
+    struct iovec msgs[4];
+    struct shmq_msg m, g;
+    int r[8];
+    errno = 1234;
+    r[0] = shmq_get_many(q, buf, sizeof buf, msgs, 4, 20 * TH_MS);
+    r[1] = shmq_get_begin(q, &g, 20 * TH_MS);
+    fill_empty(q);
+    r[2] = shmq_put_begin(q, 4, &m, 20 * TH_MS);
+    r[3] = shmq_put_many(q, values(0, 2), 2, 0, 20 * TH_MS);
+    r[4] = shmq_put_many(q, values(0, 2), 2, SHMQ_ALL, 20 * TH_MS);
+    struct iovec iov = {buf, 4};
+    r[5] = shmq_putv(q, &iov, 1, 20 * TH_MS);
+    int e = errno;
+    cr_assert_eq(e, 1234, "errno changed to %d", e);
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(r[i], -ETIMEDOUT, "call %d: %d", i, r[i]);
+    drain(q);
+    struct owned o = {.q = q};
+    cr_assert_eq(shmq_put_begin(q, 4, &o.r, SHMQ_NOWAIT), 0, "put_begin");
+    th_assert_child_ok(th_fork(errno_in_child, &o));
+    errno = 999;
+    shmq_close(q);
+    r[6] = shmq_put_commit(q, &o.r, 4);
+    r[7] = shmq_get_begin(q, &g, SHMQ_FOREVER);
+    e = errno;
+    cr_assert_eq(e, 999, "errno changed to %d", e);
+    cr_assert_eq(r[6], -EPIPE, "commit after close");
+    cr_assert_eq(r[7], -EPIPE, "drained");
     shmq_release(q);
 }
 
