@@ -555,7 +555,9 @@ typedef struct shmq_pollfd shmq_pollfd_t;
  * room; or the queue is closed) holds, until shmq_pollfd_ack finds it
  * false. Never an edge to miss: if the caller takes only part of the
  * queue, the fd stays readable. A helper thread of this process waits on
- * the queue's futex like a blocked get would and writes an eventfd.
+ * the queue's futex like a blocked get would and writes an eventfd; like
+ * a blocked get, it first polls for the handle's spin time (shmq_set_spin:
+ * 0 makes it sleep at once, costing one more wakeup in series).
  * The pollfd must be closed before q is released. A forked child has
  * no helper thread: there, shmq_pollfd_close only frees; open a pollfd of
  * its own. q must not be used after shmq_release (no call can tell a

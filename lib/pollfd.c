@@ -23,12 +23,15 @@
  * Invariant: while the event holds, the eventfd is readable or the helper
  * is in WATCH and will find the event on its next look (it re-checks
  * after wait_prepare, like a blocked get), so no edge is missed.
+ * On entering WATCH the helper first polls for the handle's spin time,
+ * as a blocking get does (shmq_set_spin; 0 sleeps at once).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -80,18 +83,51 @@ static void fire(struct shmq_pollfd *p)
     errno = saved;
 }
 
+/* WATCH -> FIRED and the eventfd write, unless ack or close changed the
+ * state meanwhile. */
+static void fire_if_watching(struct shmq_pollfd *p)
+{
+    uint32_t expect = WATCH;
+    /* acq_rel: ack's WATCH store (release) happened before; the eventfd
+     * write below is ordered after this by the syscall. */
+    if (__atomic_compare_exchange_n(&p->state, &expect, FIRED, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        fire(p);
+}
+
+/* The adaptive wait of a blocking get, for the helper: on entering
+ * WATCH, poll the queue for the handle's spin time (shmq_set_spin)
+ * before announcing a sleeper. An event that comes within it reaches
+ * the fd without a futex wake on the producer's side and without a
+ * wakeup of the helper: one wakeup in series (the loop's) instead of
+ * two. true when the event holds. */
+static bool spin_watch(struct shmq_pollfd *p)
+{
+    int64_t spin = load_relaxed(&p->q->spin_ns);
+    if (spin <= 0)
+        return false;
+    int64_t end = wait_now() + spin;
+    for (unsigned i = 1;; i++) {
+        if (shmq__ev_ready(p->q, p->events))
+            return true;
+        if (__atomic_load_n(&p->state, __ATOMIC_RELAXED) != WATCH)
+            return false;
+        wait_relax();
+        if (i % 64 == 0) {
+            if (wait_now() >= end)
+                return false;
+            sched_yield(); /* the producer may need this CPU */
+        }
+    }
+}
+
 /* One look in WATCH: fire if the event holds, else sleep on the word. */
 static void watch_once(struct shmq_pollfd *p)
 {
     uint64_t *event = shmq__ev_word(p->q, p->events);
     uint32_t seen = wait_prepare(event);
     if (shmq__ev_ready(p->q, p->events)) {
-        uint32_t expect = WATCH;
-        /* acq_rel: ack's WATCH store (release) happened before; the
-         * eventfd write below is ordered after this by the syscall. */
-        if (__atomic_compare_exchange_n(&p->state, &expect, FIRED, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            fire(p);
+        fire_if_watching(p);
         return;
     }
     if (__atomic_load_n(&p->state, __ATOMIC_ACQUIRE) != WATCH)
@@ -102,14 +138,21 @@ static void watch_once(struct shmq_pollfd *p)
 static void *helper(void *arg)
 {
     struct shmq_pollfd *p = arg;
+    bool fresh = true; /* just entered WATCH: spin first */
     for (;;) {
         uint32_t st = __atomic_load_n(&p->state, __ATOMIC_ACQUIRE);
         if (st == STOP)
             return NULL;
-        if (st == FIRED)
+        if (st == FIRED) {
             state_wait(&p->state, FIRED);
-        else
+            fresh = true;
+        } else if (fresh) {
+            fresh = false;
+            if (spin_watch(p))
+                fire_if_watching(p);
+        } else {
             watch_once(p);
+        }
     }
 }
 
