@@ -56,6 +56,8 @@ struct result {
     /* latency, round trip in nanoseconds */
     uint64_t samples;
     double p50, p99, p999, max;
+    double fill; /* throughput: mean fraction of the queue in use while
+                    the producers ran (-1: the transport cannot tell) */
     char note[160]; /* why not run, or what failed */
 };
 
@@ -106,6 +108,9 @@ struct transport {
                      _Atomic uint32_t *held);
     int (*recv_held)(struct chan *ch, void *buf, size_t cap, size_t *len,
                      _Atomic uint32_t *held);
+    /* Optional: the fraction of the queue's room in use now, read by the
+     * parent during a throughput run (the regime: empty or full). */
+    double (*fill)(struct chan *ch);
 };
 
 /* transports, each in its own transport_*.c (or limits.c) */

@@ -121,6 +121,14 @@ static int ring_recv(struct chan *ch, void *buf, size_t cap, size_t *len)
     return rc;
 }
 
+static double ring_fill(struct chan *ch)
+{
+    struct ring_priv *p = ch->priv;
+    uint64_t tail = atomic_load_explicit(&p->sh->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&p->sh->head, memory_order_relaxed);
+    return (double)(head - tail) / (double)p->r.nslots;
+}
+
 static void ring_detach(struct chan *ch)
 {
     (void)ch;
@@ -144,6 +152,7 @@ const struct transport transport_ring = {
     .recv = ring_recv,
     .detach = ring_detach,
     .teardown = ring_teardown,
+    .fill = ring_fill,
 };
 
 /* Two raw rings, one each way, polled: the floor of a ping-pong that

@@ -360,6 +360,60 @@ static void throughput_ratios(const struct bench *b, FILE *out)
     }
 }
 
+/* Median over rounds of the mean fill, or NAN where never sampled. */
+static double fill_median(const struct bench *b, size_t k, size_t j)
+{
+    double v[BENCH_MAX_ROUNDS];
+    size_t n = 0;
+    for (unsigned r = 0; r < b->rounds; r++) {
+        const struct result *x = res_at(b, r, k, j);
+        if (good(x) && x->fill >= 0)
+            v[n++] = x->fill;
+    }
+    return n ? median(v, n) : NAN;
+}
+
+/* Which side waited: a queue near 0 ran empty (consumers wait for
+ * producers), near 1 full (producers wait for consumers). */
+static void fill_table(const struct bench *b, FILE *out)
+{
+    bool has[BENCH_MAX_COLS] = {0}, any = false;
+    for (size_t j = 0; j < b->ncols; j++)
+        for (size_t k = 0; k < b->ncells; k++)
+            if (b->cells[k].sc == SC_THROUGHPUT &&
+                !isnan(fill_median(b, k, j)))
+                has[j] = any = true;
+    if (!any)
+        return;
+    fprintf(out, "\n### Queue fill while the producers ran (mean fraction "
+                 "of the queue in use, sampled every ms; median over "
+                 "rounds; 0 = empty, consumers wait; 1 = full, producers "
+                 "wait)\n\n| P×C | size |");
+    for (size_t j = 0; j < b->ncols; j++)
+        if (has[j])
+            fprintf(out, " %s |", b->cols[j].label);
+    fprintf(out, "\n|---|---:|");
+    for (size_t j = 0; j < b->ncols; j++)
+        if (has[j])
+            fprintf(out, "---:|");
+    fputc('\n', out);
+    for (size_t k = 0; k < b->ncells; k++) {
+        const struct cell *c = &b->cells[k];
+        if (c->sc != SC_THROUGHPUT)
+            continue;
+        fprintf(out, "| %ux%u | %s |", c->producers, c->consumers,
+                size_name(c->size));
+        for (size_t j = 0; j < b->ncols; j++) {
+            double f = has[j] ? fill_median(b, k, j) : NAN;
+            if (has[j] && isnan(f))
+                fprintf(out, "  |");
+            else if (has[j])
+                fprintf(out, " %.2f |", f);
+        }
+        fputc('\n', out);
+    }
+}
+
 static void latency_tables(const struct bench *b, FILE *out)
 {
     int s = col_of(b, "shmq");
@@ -622,6 +676,7 @@ void report_markdown(const struct bench *b, FILE *out)
         throughput_table(b, out, get_byte_rate,
                          "Throughput, payload bytes/s (median over rounds)");
         throughput_ratios(b, out);
+        fill_table(b, out);
     }
     latency_tables(b, out);
     stall_table(b, out);
@@ -799,6 +854,8 @@ int report_json(const struct bench *b, const char *path)
                     json_num(f, x->msg_rate);
                     fputs(", \"bytes_per_s\": ", f);
                     json_num(f, x->byte_rate);
+                    fputs(", \"mean_fill\": ", f);
+                    json_num(f, x->fill >= 0 ? x->fill : NAN);
                 } else {
                     fprintf(f, ", \"samples\": %llu, \"p50_ns\": ",
                             (unsigned long long)x->samples);

@@ -135,6 +135,14 @@ static int vy_recv_held(struct chan *ch, void *buf, size_t cap, size_t *len,
     return rc;
 }
 
+static double vy_fill(struct chan *ch)
+{
+    struct vy_priv *p = ch->priv;
+    uint64_t deq = atomic_load_explicit(&p->r.sh->deq, memory_order_relaxed);
+    uint64_t enq = atomic_load_explicit(&p->r.sh->enq, memory_order_relaxed);
+    return (double)(enq - deq) / (double)(p->r.mask + 1);
+}
+
 static void vy_detach(struct chan *ch)
 {
     (void)ch;
@@ -160,4 +168,5 @@ const struct transport transport_vyukov = {
     .teardown = vy_teardown,
     .send_held = vy_send_held,
     .recv_held = vy_recv_held,
+    .fill = vy_fill,
 };
