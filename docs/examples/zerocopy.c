@@ -52,7 +52,7 @@ static int produce(shmq_t *q)
         for (uint32_t i = 0; i < r->count; i++)
             r->values[i] = value(seq, i);
         size_t len = sizeof *r + r->count * sizeof r->values[0];
-        rc = shmq_put_commit(q, &m, len); /* the rest of the room comes back */
+        rc = shmq_put_commit(q, &m, len); /* delivers the first len bytes */
         if (rc < 0) {
             fprintf(stderr, "shmq_put_commit: %s\n", shmq_strerror(rc));
             return 1;
