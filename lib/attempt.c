@@ -33,9 +33,9 @@ static bool recover_if_dead(struct shmq *q, const struct ring_stall *s)
     if (!s->has_owner || !liveness_dead(q, desc_owner(s->word)) ||
         !shmq__ring_recover(q, s))
         return false;
-    wait_signal(&q->hdr->not_full.word);
-    wait_signal(&q->hdr->not_empty.word);
-    wait_signal(&q->hdr->all_done.word);
+    wait_signal_all(&q->hdr->not_full.word);
+    wait_signal_all(&q->hdr->not_empty.word);
+    wait_signal_all(&q->hdr->all_done.word);
     return true;
 }
 

@@ -43,8 +43,8 @@ static void handle_free(struct shmq *q)
      * child's unregistered copy holds none (its parent's are not its). */
     if (q->hdr && q->lock_fd >= 0 && liveness_current(q)) {
         shmq__ring_end_owned(q);
-        wait_signal(&q->hdr->not_empty.word);
-        wait_signal(&q->hdr->not_full.word);
+        wait_signal_all(&q->hdr->not_empty.word);
+        wait_signal_all(&q->hdr->not_full.word);
     }
     liveness_unregister(q);
     shm_unmap(q);
@@ -310,6 +310,8 @@ SHMQ_PUBLIC int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
                        timeout_ns);
     if (rc == 0 || rc == -ENOBUFS)
         *len = (size_t)op.len;
+    if (rc == -ENOBUFS) /* the wake that brought us here is another's */
+        wait_signal(&q->hdr->not_empty.word);
     return rc;
 }
 
@@ -405,7 +407,7 @@ SHMQ_PUBLIC int shmq_task_done(shmq_t *q)
                                         __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
             if (left == 1) {
                 int saved = errno;
-                wait_signal(&q->hdr->all_done.word);
+                wait_signal_all(&q->hdr->all_done.word);
                 errno = saved;
             }
             return 0;

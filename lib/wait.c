@@ -73,11 +73,13 @@ int wait_sleep(uint64_t *event, uint32_t seen, wait_deadline_t until)
     return timed_out ? -ETIMEDOUT : 0;
 }
 
-static void futex_wake_all(uint32_t *ev)
+/* FUTEX_WAKE up to n sleepers; how many it woke. */
+static long futex_wake(uint32_t *ev, int n)
 {
     int saved = errno;
-    syscall(SYS_futex, ev, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    long woken = syscall(SYS_futex, ev, FUTEX_WAKE, n, NULL, NULL, 0);
     errno = saved;
+    return woken;
 }
 
 bool wait_has_sleepers(uint64_t *event)
@@ -88,14 +90,48 @@ bool wait_has_sleepers(uint64_t *event)
            EVENT_SLEEPERS;
 }
 
+/* Bump the counter, keeping the flag or not; false if v was stale. */
+static bool event_bump(uint32_t *ev, uint32_t *v, bool keep_flag)
+{
+    uint32_t next = ((*v + 1) & ~EVENT_SLEEPERS) |
+                    (keep_flag ? EVENT_SLEEPERS : 0);
+    if (!__atomic_compare_exchange_n(ev, v, next, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_RELAXED))
+        return false;
+    *v = next;
+    return true;
+}
+
+/*
+ * One message (or one record's room) wakes one sleeper, not all of them.
+ * The flag stays set while the kernel found someone to wake, so the next
+ * signal wakes the next sleeper; the first wake that finds nobody clears
+ * it (from the exact value it set: a sleeper that announced itself since
+ * changed nothing, but one whose futex_wait comes later sees the cleared
+ * word differ from its value and looks again). So a burst of k signals
+ * with s sleepers costs min(k, s + 1) wakes, and a sleeper killed in its
+ * sleep costs one.
+ */
 void wait_signal_slow(uint64_t *event, uint32_t v)
 {
     uint32_t *ev = event_word(event);
     while (v & EVENT_SLEEPERS) {
-        uint32_t next = (v + 1) & ~EVENT_SLEEPERS;
-        if (__atomic_compare_exchange_n(ev, &v, next, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_RELAXED)) {
-            futex_wake_all(ev);
+        if (!event_bump(ev, &v, true))
+            continue;
+        if (futex_wake(ev, 1) == 0)
+            __atomic_compare_exchange_n(ev, &v, v & ~EVENT_SLEEPERS, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+        return;
+    }
+}
+
+void wait_signal_all(uint64_t *event)
+{
+    uint32_t *ev = event_word(event);
+    uint32_t v = __atomic_load_n(ev, __ATOMIC_SEQ_CST);
+    while (v & EVENT_SLEEPERS) {
+        if (event_bump(ev, &v, false)) {
+            futex_wake(ev, INT_MAX);
             return;
         }
     }
@@ -105,5 +141,5 @@ void wait_broadcast(uint64_t *event)
 {
     uint32_t *ev = event_word(event);
     __atomic_fetch_add(ev, 1, __ATOMIC_SEQ_CST);
-    futex_wake_all(ev);
+    futex_wake(ev, INT_MAX);
 }

@@ -5,8 +5,9 @@
  * An event is the low 32 bits of a shared word: a counter in bits 0..30
  * and a "sleepers" flag in bit 31 (as Concurrency Kit's ck_ec). Sleepers
  * set the flag; a signaller pays for a futex wake only when it is set,
- * and clears it, so a burst of puts wakes the consumers once and a
- * queue nobody sleeps on costs no system call at all.
+ * and wakes one sleeper per message (or record's room); the first wake
+ * that finds nobody clears the flag. A queue nobody sleeps on costs no
+ * system call at all (wait.c).
  */
 #ifndef SHMQ_WAIT_H
 #define SHMQ_WAIT_H
@@ -23,6 +24,7 @@
 #define wait_has_sleepers shmq__wait_has_sleepers
 #define wait_signal_slow  shmq__wait_signal_slow
 #define wait_broadcast    shmq__wait_broadcast
+#define wait_signal_all   shmq__wait_signal_all
 
 /* Absolute CLOCK_MONOTONIC time in ns; -1 means no deadline. */
 typedef int64_t wait_deadline_t;
@@ -47,7 +49,11 @@ bool wait_has_sleepers(uint64_t *event);
 /* The part of wait_signal that wakes. */
 void wait_signal_slow(uint64_t *event, uint32_t seen);
 
-/* Wake every sleeper if there is one. One load when nobody sleeps. */
+/* Wake every sleeper if there is one (join's event, recovery). */
+void wait_signal_all(uint64_t *event);
+
+/* Wake one sleeper if there is one: a message (or a record's room) is
+ * for one waiter. One load when nobody sleeps. */
 static inline void wait_signal(uint64_t *event)
 {
     /* seq_cst: the signaller's part of the Dekker argument (wait.c), after
