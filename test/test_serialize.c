@@ -2351,7 +2351,7 @@ static int stress_consumer(void *p)
 
 Test(serialize, stress_every_call_across_processes, .timeout = 120)
 {
-    uint32_t per = (uint32_t)th_scaled(3000, 200);
+    uint32_t per = (uint32_t)th_scaled(25000, 500);
     shmq_t *q = make(64, 8192, 256, 0);
     size_t seen_size = (size_t)S_PROD * per;
     uint8_t *seen = th_shared_alloc(seen_size);
