@@ -39,6 +39,7 @@ void ring_backoff(unsigned *polls)
 size_t spsc_size(struct spsc *r, size_t max_msg, size_t footprint)
 {
     r->slot = round_cl(8 + max_msg);
+    r->batch = 1;
     r->nslots = pow2_fitting(sizeof(struct spsc_shared), r->slot, footprint);
     return sizeof(struct spsc_shared) + r->nslots * r->slot;
 }
@@ -47,6 +48,7 @@ void spsc_attach_producer(struct spsc *r, struct spsc_shared *sh)
 {
     r->sh = sh;
     r->mine = atomic_load_explicit(&sh->head, memory_order_relaxed);
+    r->published = r->mine;
     r->cached = atomic_load_explicit(&sh->tail, memory_order_acquire);
 }
 
@@ -54,12 +56,30 @@ void spsc_attach_consumer(struct spsc *r, struct spsc_shared *sh)
 {
     r->sh = sh;
     r->mine = atomic_load_explicit(&sh->tail, memory_order_relaxed);
+    r->published = r->mine;
     r->cached = atomic_load_explicit(&sh->head, memory_order_acquire);
+}
+
+/* Store own index for the other side: head (the slots' bytes are
+ * written) or tail (the slots' bytes are read), release either way. */
+static void publish(struct spsc *r, _Atomic uint64_t *index)
+{
+    r->published = r->mine;
+    atomic_store_explicit(index, r->mine, memory_order_release);
+}
+
+void spsc_flush_producer(struct spsc *r)
+{
+    if (r->published != r->mine)
+        publish(r, &r->sh->head);
 }
 
 int spsc_try_put(struct spsc *r, const void *msg, size_t len)
 {
     if (r->mine - r->cached >= r->nslots) {
+        /* about to wait: what we hold back must not wait with us */
+        if (r->published != r->mine)
+            publish(r, &r->sh->head);
         /* pairs with the consumer's release of tail: the slot is free */
         r->cached = atomic_load_explicit(&r->sh->tail, memory_order_acquire);
         if (r->mine - r->cached >= r->nslots)
@@ -69,14 +89,18 @@ int spsc_try_put(struct spsc *r, const void *msg, size_t len)
     uint64_t l = len;
     memcpy(s, &l, 8);
     memcpy(s + 8, msg, len);
-    /* publishes the slot's bytes to the consumer's acquire of head */
-    atomic_store_explicit(&r->sh->head, ++r->mine, memory_order_release);
+    /* publishes the slots' bytes to the consumer's acquire of head */
+    if (++r->mine - r->published >= r->batch)
+        publish(r, &r->sh->head);
     return 0;
 }
 
 int spsc_try_get(struct spsc *r, void *buf, size_t cap, size_t *len)
 {
     if (r->mine == r->cached) {
+        /* about to wait: give back the room we hold */
+        if (r->published != r->mine)
+            publish(r, &r->sh->tail);
         /* pairs with the producer's release of head */
         r->cached = atomic_load_explicit(&r->sh->head, memory_order_acquire);
         if (r->mine == r->cached)
@@ -90,14 +114,10 @@ int spsc_try_get(struct spsc *r, void *buf, size_t cap, size_t *len)
         return -EMSGSIZE;
     memcpy(buf, s + 8, l);
     *len = l;
-    /* the slot's bytes are read before the producer may reuse it */
-    atomic_store_explicit(&r->sh->tail, ++r->mine, memory_order_release);
+    /* the slots' bytes are read before the producer may reuse them */
+    if (++r->mine - r->published >= r->batch)
+        publish(r, &r->sh->tail);
     return 0;
-}
-
-uint64_t spsc_fill(const struct spsc *r)
-{
-    return r->mine - atomic_load_explicit(&r->sh->tail, memory_order_relaxed);
 }
 
 /* ---------------------------------------------------------------- */

@@ -8,7 +8,12 @@
  *
  *   spsc    one producer, one consumer: fixed slots, head and tail on
  *           their own cache lines, each side caching the other's index.
- *           No atomic read-modify-write at all.
+ *           No atomic read-modify-write at all. With batch > 1 each side
+ *           publishes its index only every batch messages, and whenever
+ *           it is about to wait (MCRingBuffer's batched control
+ *           updates): a side that waits, polling the other's index, then
+ *           takes that line from it once per batch instead of once per
+ *           message. batch 1 publishes every message (ping-pong).
  *   vyukov  Dmitry Vyukov's bounded MPMC queue: cells of {seq, len,
  *           payload}; a put claims a cell with one CAS on the enqueue
  *           position and publishes it with a release store of the
@@ -46,21 +51,24 @@ struct spsc {
     struct spsc_shared *sh;
     size_t slot, nslots;   /* slot bytes (a cache-line multiple), a power of 2 */
     uint64_t mine, cached; /* own index, the other side's as last read */
+    uint64_t published;    /* own index as last stored for the other side */
+    unsigned batch;        /* publish every batch messages (>= 1) */
 };
 
 /* Bytes to map for messages of up to max_msg bytes in at most footprint
- * bytes; fills slot and nslots of r. */
+ * bytes; fills slot and nslots of r, and batch with 1. */
 size_t spsc_size(struct spsc *r, size_t max_msg, size_t footprint);
 /* Each side, once the memory is mapped (and zeroed): start where the
  * shared indexes are. */
 void spsc_attach_producer(struct spsc *r, struct spsc_shared *sh);
 void spsc_attach_consumer(struct spsc *r, struct spsc_shared *sh);
-/* 0, or -EAGAIN when full. */
+/* 0, or -EAGAIN when full (after publishing what it holds back). */
 int spsc_try_put(struct spsc *r, const void *msg, size_t len);
-/* 0 and *len, -EAGAIN when empty, -EMSGSIZE when it does not fit cap. */
+/* 0 and *len, -EAGAIN when empty (after publishing its progress),
+ * -EMSGSIZE when it does not fit cap. */
 int spsc_try_get(struct spsc *r, void *buf, size_t cap, size_t *len);
-/* Messages queued, as the producer sees it (reads tail). */
-uint64_t spsc_fill(const struct spsc *r);
+/* A producer that stops putting: publish what it holds back. */
+void spsc_flush_producer(struct spsc *r);
 
 /* ---------------------------------------------------------------- */
 /* Vyukov bounded MPMC                                                */
