@@ -302,9 +302,14 @@ int shmq_task_done(shmq_t *q);
 
 /**
  * Wait until every message put has been marked with shmq_task_done()
- * (JoinableQueue.join). Returns 0, -EINVAL (q NULL, bad timeout),
- * -ENOTSUP (not joinable; never blocks), -EAGAIN (unfinished tasks and
- * SHMQ_NOWAIT), -ETIMEDOUT. Thread-safe.
+ * (JoinableQueue.join). A message that nobody will receive (withdrawn
+ * at close, aborted with a writer that died, lost with a reader that
+ * died while taking it) counts as done. Returns 0, -EINVAL (q NULL, bad
+ * timeout), -ENOTSUP (not joinable; never blocks), -EAGAIN (unfinished
+ * tasks and SHMQ_NOWAIT), -ETIMEDOUT, -EBADMSG (the counters say more
+ * tasks were done than put: the region was scribbled on), and the
+ * first-call errors of a forked child (-EUSERS, -EMFILE, -ENOENT).
+ * Thread-safe.
  */
 int shmq_join(shmq_t *q, int64_t timeout_ns);
 

@@ -30,7 +30,7 @@
  * on it make progress (a record per turn) and never spin. */
 static bool recover_if_dead(struct shmq *q, const struct ring_stall *s)
 {
-    if (!s->has_owner || !liveness_dead(q, desc_owner(s->word)) ||
+    if (!s->has_owner || !shmq__liveness_dead(q, desc_owner(s->word)) ||
         !shmq__ring_recover(q, s))
         return false;
     wait_signal_all(&q->hdr->not_full.word);
@@ -123,10 +123,10 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
 
 int shmq__ensure(struct shmq *q)
 {
-    if (liveness_current(q))
+    if (shmq__liveness_current(q))
         return 0;
     int saved = errno; /* first call after fork: syscalls */
-    int rc = liveness_ensure(q);
+    int rc = shmq__liveness_ensure(q);
     errno = saved;
     return rc;
 }

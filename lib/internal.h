@@ -28,7 +28,7 @@
                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
 
 /*
- * Sizes of a queue, derived from its configuration by shm_geometry().
+ * Sizes of a queue, derived from its configuration by shmq__shm_geometry().
  * An attacher recomputes them from the region's identity and compares, so
  * after attach these private copies are trusted and shared memory is
  * never asked for a size again.

@@ -38,12 +38,4 @@ void shmq__liveness_unregister(struct shmq *q);
  * byte. A read lock (which read access alone can take) proves nothing. */
 bool shmq__liveness_dead(const struct shmq *q, unsigned slot);
 
-/* The names queue.c and the tests still use; remove once they call the
- * shmq__ names. Never exported: only shmq__ symbols exist. */
-#define liveness_register   shmq__liveness_register
-#define liveness_current    shmq__liveness_current
-#define liveness_ensure     shmq__liveness_ensure
-#define liveness_unregister shmq__liveness_unregister
-#define liveness_dead       shmq__liveness_dead
-
 #endif /* SHMQ_LIVENESS_H */

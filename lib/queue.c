@@ -41,13 +41,13 @@ static void handle_free(struct shmq *q)
 {
     /* Open reservations and borrows end with the handle; a forked
      * child's unregistered copy holds none (its parent's are not its). */
-    if (q->hdr && q->lock_fd >= 0 && liveness_current(q)) {
+    if (q->hdr && q->lock_fd >= 0 && shmq__liveness_current(q)) {
         shmq__ring_end_owned(q);
         wait_signal_all(&q->hdr->not_empty.word);
         wait_signal_all(&q->hdr->not_full.word);
     }
-    liveness_unregister(q);
-    shm_unmap(q);
+    shmq__liveness_unregister(q);
+    shmq__shm_unmap(q);
     if (q->fd >= 0)
         close(q->fd);
     free(q);
@@ -63,11 +63,11 @@ static int handle_open(shmq_t **out, int fd, const struct shmq_geometry *geo,
         return -ENOMEM;
     }
     q->geo = *geo;
-    int rc = shm_map(q);
+    int rc = shmq__shm_map(q);
     if (rc == 0 && init)
-        shm_init_region(q);
+        shmq__shm_init_region(q);
     if (rc == 0)
-        rc = liveness_register(q);
+        rc = shmq__liveness_register(q);
     if (rc < 0) {
         handle_free(q);
         return rc;
@@ -82,17 +82,17 @@ static int create(shmq_t **q, const struct shmq_config *cfg, const char *name,
     if (!q || (mode & ~(mode_t)07777))
         return -EINVAL;
     struct shmq_geometry geo;
-    int rc = shm_geometry(cfg, &geo);
+    int rc = shmq__shm_geometry(cfg, &geo);
     if (rc < 0)
         return rc;
     char tmp[SHM_TMP_MAX];
-    int fd = shm_create_fd(&geo, name ? tmp : NULL, sizeof tmp, mode);
+    int fd = shmq__shm_create_fd(&geo, name ? tmp : NULL, sizeof tmp, mode);
     if (fd < 0)
         return fd;
     shmq_t *h = NULL;
     rc = handle_open(&h, fd, &geo, true);
     if (name && rc == 0) {
-        rc = shm_publish(tmp, name);
+        rc = shmq__shm_publish(tmp, name);
         if (rc < 0)
             handle_free(h);
     } else if (name) {
@@ -106,7 +106,7 @@ static int create(shmq_t **q, const struct shmq_config *cfg, const char *name,
 static int attach(shmq_t **q, int fd)
 {
     struct shmq_geometry geo;
-    int rc = shm_read_identity(fd, &geo);
+    int rc = shmq__shm_read_identity(fd, &geo);
     if (rc < 0) {
         close(fd);
         return rc;
@@ -125,7 +125,7 @@ SHMQ_PUBLIC int shmq_create(shmq_t **q, const struct shmq_config *cfg)
 SHMQ_PUBLIC int shmq_create_named(shmq_t **q, const char *name,
                                   const struct shmq_config *cfg, mode_t mode)
 {
-    int rc = shm_check_name(name);
+    int rc = shmq__shm_check_name(name);
     if (rc < 0)
         return rc;
     int saved = errno;
@@ -136,7 +136,7 @@ SHMQ_PUBLIC int shmq_create_named(shmq_t **q, const char *name,
 
 SHMQ_PUBLIC int shmq_open(shmq_t **q, const char *name)
 {
-    int rc = shm_check_name(name);
+    int rc = shmq__shm_check_name(name);
     if (rc < 0 || !q)
         return rc < 0 ? rc : -EINVAL;
     int saved = errno;
@@ -148,7 +148,7 @@ SHMQ_PUBLIC int shmq_open(shmq_t **q, const char *name)
 
 SHMQ_PUBLIC int shmq_unlink(const char *name)
 {
-    int rc = shm_check_name(name);
+    int rc = shmq__shm_check_name(name);
     if (rc < 0)
         return rc;
     int saved = errno;
@@ -235,7 +235,7 @@ SHMQ_PUBLIC int shmq_put(shmq_t *q, const void *msg, size_t len,
     if (len > q->geo.max_message)
         return -EMSGSIZE;
     struct put_op op = {msg, len};
-    if (likely(liveness_current(q))) { /* the fast path: one try */
+    if (likely(shmq__liveness_current(q))) { /* the fast path: one try */
         struct ring_stall s = {0};
         int rc = put_attempt(q, &op, &s);
         if (shmq__final(rc))
@@ -301,7 +301,7 @@ SHMQ_PUBLIC int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
         return -EINVAL;
     struct get_op op = {buf, cap, 0};
     int rc = -EAGAIN;
-    if (likely(liveness_current(q))) { /* the fast path: one try */
+    if (likely(shmq__liveness_current(q))) { /* the fast path: one try */
         struct ring_stall s = {0};
         rc = get_attempt(q, &op, &s);
     }
@@ -419,8 +419,13 @@ static int join_attempt(struct shmq *q, void *op, struct ring_stall *s)
 {
     (void)op;
     uint64_t done = load_acquire(&q->hdr->tasks_done.word);
-    if (unfinished(q, (uint32_t)done) == 0)
+    uint32_t left = unfinished(q, (uint32_t)done);
+    if (left == 0)
         return 0;
+    /* More done (or aborted) than ever put: only scribbles do that, and
+     * no task_done can ever bring it back to 0. */
+    if ((int32_t)left < 0)
+        return -EBADMSG;
     /* A dead producer's record counts until someone aborts it: name the
      * record that holds release, so that a joiner with no consumer around
      * recovers it. */

@@ -93,7 +93,7 @@ bool shmq__ring_advance_release(struct shmq *q);
 void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
                         bool readers);
 
-/* Recovery, once liveness_dead() said the stall's owner is gone: abort
+/* Recovery, once shmq__liveness_dead() said the stall's owner is gone: abort
  * its record (a writer's) or free it (a reader's). true if this call
  * changed it. */
 bool shmq__ring_recover(struct shmq *q, const struct ring_stall *stall);

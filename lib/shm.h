@@ -45,15 +45,4 @@ int shmq__shm_read_identity(int fd, struct shmq_geometry *geo);
 int shmq__shm_map(struct shmq *q);
 void shmq__shm_unmap(struct shmq *q);
 
-/* The names queue.c (the ring owner's file) still uses; remove once it
- * calls the shmq__ names. Never exported: only shmq__ symbols exist. */
-#define shm_check_name    shmq__shm_check_name
-#define shm_geometry      shmq__shm_geometry
-#define shm_create_fd     shmq__shm_create_fd
-#define shm_publish       shmq__shm_publish
-#define shm_init_region   shmq__shm_init_region
-#define shm_read_identity shmq__shm_read_identity
-#define shm_map           shmq__shm_map
-#define shm_unmap         shmq__shm_unmap
-
 #endif /* SHMQ_SHM_H */

@@ -97,6 +97,7 @@ struct kill_ctx {
     shmq_t *q;
     struct kill_shared *sh;
     size_t max_message;
+    uint64_t seed; /* of the whole run: SHMQ_KILL_SEED replays it */
 };
 
 static void note_bad(struct kill_shared *sh, int where, int rc)
@@ -145,7 +146,7 @@ static int producer_run(const struct kill_ctx *k, uint32_t id, uint64_t quota)
     struct kill_shared *sh = k->sh;
     struct producer_log *pl = &sh->prod[id];
     unsigned char buf[MAX_LEN];
-    uint64_t rng = th_now_ns() ^ ((uint64_t)id << 32);
+    uint64_t rng = k->seed ^ ((uint64_t)id << 32);
     uint32_t seq = 0;
     while (quota ? seq < quota : !atomic_load(&sh->stop_producers)) {
         if (atomic_load(&sh->phase) == PHASE_EMPTY)
@@ -176,7 +177,7 @@ static int consumer_run(const struct kill_ctx *k, uint32_t id)
 {
     struct kill_shared *sh = k->sh;
     unsigned char *buf = malloc(k->max_message);
-    uint64_t rng = th_now_ns() ^ ((uint64_t)id << 32) ^ 0xc0ffee;
+    uint64_t rng = k->seed ^ ((uint64_t)id << 32) ^ 0xc0ffee;
     if (!buf)
         return 2;
     for (;;) {
@@ -506,7 +507,14 @@ Test(kill, random_sigkill_storm, .timeout = 240)
     s->k.max_message = shmq_max_message(s->k.q);
     s->k.sh = th_shared_alloc(sizeof(struct kill_shared));
     cr_assert(s->k.sh);
-    s->rng = (uint64_t)th_now_ns();
+    /* The storm's choices and every member's come from one seed, printed
+     * so that a failure can be replayed (timing still differs). */
+    const char *env = getenv("SHMQ_KILL_SEED");
+    s->k.seed = env ? strtoull(env, NULL, 0) : (uint64_t)th_now_ns();
+    s->rng = s->k.seed;
+    cr_log_info("kill storm seed %llu (SHMQ_KILL_SEED=%llu to replay)",
+                (unsigned long long)s->k.seed,
+                (unsigned long long)s->k.seed);
     struct kill_shared *sh = s->k.sh;
     int64_t storm_ns =
         (int64_t)(5 * TH_SEC * (th_test_scale() < 1 ? th_test_scale() : 1.0));

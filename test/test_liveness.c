@@ -32,7 +32,7 @@ static int die_after_claim(void *arg)
     struct shmq *q = arg;
     struct ring_ref ref;
     struct ring_stall st;
-    TH_CHECK_EQ(liveness_ensure(q), 0);
+    TH_CHECK_EQ(shmq__liveness_ensure(q), 0);
     TH_CHECK_EQ(shmq__ring_claim(q, 5, &ref, &st), 0);
     memcpy(ring_addr(q, ref.pos), "to", 2); /* a torn half */
     raise(SIGKILL);
@@ -46,7 +46,7 @@ static int die_after_take(void *arg)
     struct ring_ref ref;
     struct ring_stall st;
     uint64_t len;
-    TH_CHECK_EQ(liveness_ensure(q), 0);
+    TH_CHECK_EQ(shmq__liveness_ensure(q), 0);
     TH_CHECK_EQ(shmq__ring_take(q, NULL, 256, &len, &ref, &st), 0);
     raise(SIGKILL);
     return 1;
@@ -132,7 +132,7 @@ static int stop_after_claim(void *arg)
     struct shmq *q = arg;
     struct ring_ref ref;
     struct ring_stall st;
-    TH_CHECK_EQ(liveness_ensure(q), 0);
+    TH_CHECK_EQ(shmq__liveness_ensure(q), 0);
     TH_CHECK_EQ(shmq__ring_claim(q, 7, &ref, &st), 0);
     raise(SIGSTOP);
     memcpy(ring_addr(q, ref.pos), "stopped", 7);
@@ -163,7 +163,7 @@ static int report_slot(void *arg)
     struct shmq *q = arg;
     unsigned parent_slot = q->slot;
     TH_CHECK_EQ(shmq_put(q, "c", 1, SHMQ_NOWAIT), 0);
-    TH_CHECK(liveness_current(q));
+    TH_CHECK(shmq__liveness_current(q));
     TH_CHECK(q->slot != parent_slot);
     TH_CHECK(q->lock_fd >= 0);
     return 0;
@@ -177,7 +177,7 @@ Test(liveness, fork_child_takes_a_slot_of_its_own)
     shmq_t *other;
     cr_assert_eq(shmq_from_fd(&other, shmq_fd(q)), 0);
     cr_assert_neq(other->slot, q->slot);
-    cr_assert(!liveness_dead(other, q->slot));
+    cr_assert(!shmq__liveness_dead(other, q->slot));
     shmq_release(other);
     expect_get(q, "c", SHMQ_NOWAIT);
     shmq_release(q);
@@ -189,9 +189,9 @@ Test(liveness, released_handle_reads_as_dead)
     shmq_t *other;
     cr_assert_eq(shmq_from_fd(&other, shmq_fd(q)), 0);
     unsigned slot = other->slot;
-    cr_assert(!liveness_dead(q, slot));
+    cr_assert(!shmq__liveness_dead(q, slot));
     shmq_release(other);
-    cr_assert(liveness_dead(q, slot));
+    cr_assert(shmq__liveness_dead(q, slot));
     shmq_release(q);
 }
 
@@ -335,7 +335,7 @@ Test(liveness, errno_is_never_touched)
 static int die_between_take_and_head(void *arg)
 {
     struct shmq *q = arg;
-    TH_CHECK_EQ(liveness_ensure(q), 0);
+    TH_CHECK_EQ(shmq__liveness_ensure(q), 0);
     uint64_t hd = load_acquire(&q->hdr->head.word);
     struct shmq_desc *d = ring_desc(q, pos_seq(hd));
     uint64_t w = load_acquire(&d->word);
@@ -368,7 +368,7 @@ Test(liveness, withdrawn_record_is_not_queued)
     shmq_t *q = make(8, 0);
     struct ring_ref ref;
     struct ring_stall st;
-    cr_assert_eq(liveness_ensure(q), 0);
+    cr_assert_eq(shmq__liveness_ensure(q), 0);
     cr_assert_eq(shmq__ring_claim(q, 3, &ref, &st), 0);
     cr_assert_eq(shmq_close(q), 0);
     cr_assert_eq(shmq__ring_abort(q, &ref), 0);
@@ -377,5 +377,32 @@ Test(liveness, withdrawn_record_is_not_queued)
     char b[8];
     size_t len;
     cr_assert_eq(shmq_get_nowait(q, b, sizeof b, &len), -EPIPE);
+    shmq_release(q);
+}
+
+/* A message lost with a reader that died while taking it counts as done:
+ * join does not wait forever for its task_done. */
+Test(liveness, join_after_a_reader_died_with_a_message, .timeout = 30)
+{
+    shmq_t *q = make(4, SHMQ_JOINABLE);
+    cr_assert_eq(shmq_put(q, "lost", 4, SHMQ_NOWAIT), 0);
+    run_to_death(die_after_take, q);
+    int64_t t0 = th_now_ns();
+    cr_assert_eq(shmq_join(q, 5 * TH_SEC), 0);
+    cr_assert_lt(th_now_ns() - t0, 500 * TH_MS, "join took %lld ms",
+                 (long long)((th_now_ns() - t0) / TH_MS));
+    shmq_release(q);
+}
+
+/* Counters scribbled into an impossible state (more done than put):
+ * join says so instead of waiting for ever. */
+Test(liveness, join_with_impossible_counters_is_ebadmsg, .timeout = 30)
+{
+    shmq_t *q = make(4, SHMQ_JOINABLE);
+    struct shmq *h = q;
+    cr_assert_eq(shmq_put(q, "x", 1, SHMQ_NOWAIT), 0);
+    __atomic_store_n(&h->hdr->tasks_done.word, 5, __ATOMIC_SEQ_CST);
+    cr_assert_eq(shmq_join(q, SHMQ_FOREVER), -EBADMSG);
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), -EBADMSG);
     shmq_release(q);
 }

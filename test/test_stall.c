@@ -44,7 +44,7 @@ static int put_then_stop(void *arg)
     struct ring_ref ref;
     struct ring_stall st;
     size_t len = strlen(p->msg);
-    TH_CHECK_EQ(liveness_ensure(p->q), 0);
+    TH_CHECK_EQ(shmq__liveness_ensure(p->q), 0);
     TH_CHECK_EQ(shmq__ring_claim(p->q, len, &ref, &st), 0);
     memcpy(ring_addr(p->q, ref.pos), p->msg, len);
     raise(SIGSTOP);

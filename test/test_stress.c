@@ -492,3 +492,63 @@ Test(stress, eight_by_eight_stop_storm, .timeout = 150)
                                .own_handles = true,
                                .stop_storm = true});
 }
+
+/* Child: get_nowait into a canary-filled buffer, racing another
+ * consumer for every message; a call that fails must leave the buffer
+ * as it was. Returns how many failed calls had touched it (as exit
+ * status, capped). */
+static int racing_consumer(void *arg)
+{
+    shmq_t *q = arg;
+    unsigned char buf[256];
+    unsigned touched = 0;
+    int64_t end = th_now_ns() + 2 * TH_SEC;
+    while (th_now_ns() < end) {
+        for (int i = 0; i < 1000; i++) {
+            memset(buf, 0xa5, sizeof buf);
+            size_t len;
+            int rc = shmq_get_nowait(q, buf, sizeof buf, &len);
+            if (rc == 0)
+                continue;
+            if (rc != -EAGAIN)
+                return 100;
+            for (size_t k = 0; k < sizeof buf; k++)
+                if (buf[k] != 0xa5) {
+                    touched++;
+                    break;
+                }
+        }
+    }
+    return touched > 99 ? 99 : (int)touched;
+}
+
+static int steady_producer(void *arg)
+{
+    shmq_t *q = arg;
+    unsigned char msg[200];
+    memset(msg, 0x3c, sizeof msg);
+    int64_t end = th_now_ns() + 2 * TH_SEC;
+    while (th_now_ns() < end)
+        if (shmq_put(q, msg, sizeof msg, 10 * TH_MS) == -EPIPE)
+            break;
+    return 0;
+}
+
+/* Two consumers race for each message: the loser's failed get must not
+ * have written the winner's message into its buffer. */
+Test(stress, failed_get_leaves_the_buffer_alone, .timeout = 60)
+{
+    shmq_t *q = NULL;
+    struct shmq_config qc = {.maxsize = 4, .max_message = 256};
+    cr_assert_eq(shmq_create(&q, &qc), 0);
+    pid_t c1 = th_fork(racing_consumer, q), c2 = th_fork(racing_consumer, q);
+    pid_t p = th_fork(steady_producer, q);
+    th_assert_child_ok_within(p, 30 * TH_SEC);
+    int s1 = th_wait_pid(c1, 30 * TH_SEC), s2 = th_wait_pid(c2, 30 * TH_SEC);
+    cr_assert(WIFEXITED(s1) && WIFEXITED(s2));
+    cr_assert_eq(WEXITSTATUS(s1), 0, "%d failed gets wrote the buffer",
+                 WEXITSTATUS(s1));
+    cr_assert_eq(WEXITSTATUS(s2), 0, "%d failed gets wrote the buffer",
+                 WEXITSTATUS(s2));
+    shmq_release(q);
+}
