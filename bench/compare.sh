@@ -37,7 +37,7 @@ command -v hyperfine >/dev/null || {
 # The fixed work of one run: one cell, one round, no warm-up.
 common="--scenario throughput --shape 1x1 --size $size --count $n --rounds 1 --no-warmup"
 set --
-for t in shmq pipe seqpacket mq zmq boost ring python; do
+for t in shmq pipe seqpacket mq zmq boost ring vyukov python; do
     set -- "$@" -n "$t" "$bench $common --transport $t"
 done
 
