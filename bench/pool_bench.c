@@ -177,8 +177,8 @@ static bool ht_take(uint64_t t, uint32_t *v)
  * its expected value (esize bytes at expect + i * esize), computed
  * before the clock started, as Python's inputs are built before its. */
 static bool submit_next(shmq_pool_t *p, shmq_task_fn fn,
-                        const struct iovec *args, size_t n,
-                        const void *expect, size_t esize)
+                        const struct iovec *args, size_t n, const void *expect,
+                        size_t esize)
 {
     unsigned char res[64];
     size_t got = 0;
@@ -187,8 +187,8 @@ static bool submit_next(shmq_pool_t *p, shmq_task_fn fn,
         int rc = -EAGAIN;
         uint64_t t;
         if (i < n) {
-            rc = shmq_pool_submit(p, fn, args[i].iov_base, args[i].iov_len,
-                                  &t, SHMQ_NOWAIT);
+            rc = shmq_pool_submit(p, fn, args[i].iov_base, args[i].iov_len, &t,
+                                  SHMQ_NOWAIT);
             if (rc == 0) {
                 ht_put(t, (uint32_t)i++);
                 continue;
@@ -198,9 +198,9 @@ static bool submit_next(shmq_pool_t *p, shmq_task_fn fn,
         int st;
         uint32_t in = 0;
         rc = shmq_pool_next(p, &t, res, sizeof res, &len, &st, SHMQ_FOREVER);
-        ok = rc == 0 && st == 0 && ht_take(t, &in) && len == esize &&
-             memcmp(res, (const unsigned char *)expect + in * esize,
-                    esize) == 0;
+        ok =
+            rc == 0 && st == 0 && ht_take(t, &in) && len == esize &&
+            memcmp(res, (const unsigned char *)expect + in * esize, esize) == 0;
         got++;
     }
     return ok;
@@ -284,8 +284,8 @@ static void bench_shmq_medium(shmq_pool_t *p, unsigned workers, size_t n)
 static void bench_python(unsigned workers, double scale)
 {
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "python3 '%s' %u %g", SHMQ_POOL_BENCH_PY,
-             workers, scale);
+    snprintf(cmd, sizeof cmd, "python3 '%s' %u %g", SHMQ_POOL_BENCH_PY, workers,
+             scale);
     FILE *f = popen(cmd, "r");
     char line[512];
     while (f && fgets(line, sizeof line, f)) {

@@ -37,9 +37,9 @@
 #include "pool.h"
 #include "wait.h"
 
-#define CRASH_LIMIT     10        /* deaths per worker per second */
-#define TICK_NS         5000000   /* deadline checks, log backpressure */
-#define SEC_NS          1000000000
+#define CRASH_LIMIT 10      /* deaths per worker per second */
+#define TICK_NS     5000000 /* deadline checks, log backpressure */
+#define SEC_NS      1000000000
 
 struct fs {
     const struct pool_shared *sh;

@@ -21,13 +21,13 @@
 #include "internal.h"
 #include "pool_owner.h"
 
-#define TQ_MAXSIZE POOL_JOBS_PER_SLOT
-#define RQ_MAXSIZE 4096u
-#define TQ_MIN_CAPACITY (256u << 10)
-#define RQ_MIN_CAPACITY (1u << 20)
-#define RQ_MIN_MESSAGE (16u << 10) /* room to batch small map results */
+#define TQ_MAXSIZE        POOL_JOBS_PER_SLOT
+#define RQ_MAXSIZE        4096u
+#define TQ_MIN_CAPACITY   (256u << 10)
+#define RQ_MIN_CAPACITY   (1u << 20)
+#define RQ_MIN_MESSAGE    (16u << 10) /* room to batch small map results */
 #define TERMINATE_WAIT_MS 2000
-#define JOIN_SLICE_MS 100
+#define JOIN_SLICE_MS     100
 
 static bool bad_timeout(int64_t t)
 {
@@ -60,8 +60,8 @@ static int make_queue(shmq_t **q, size_t max_message, size_t maxsize,
 
 static int make_ctl(struct shmq_pool *p)
 {
-    size_t size = sizeof(struct pool_ctl) +
-                  p->sh.workers * sizeof(struct pool_slot);
+    size_t size =
+        sizeof(struct pool_ctl) + p->sh.workers * sizeof(struct pool_slot);
     int saved = errno;
     int fd = memfd_create("shmq-pool", MFD_CLOEXEC);
     int rc = fd < 0 ? -errno : 0;
@@ -116,11 +116,12 @@ static int make_tables(struct shmq_pool *p)
     for (uint32_t i = 0; i < POOL_TICKETS; i++)
         p->freeq[i] = i;
     p->free_tail = POOL_TICKETS;
-    p->sh.tq = calloc(p->sh.workers, sizeof *p->sh.tq);
+    p->sh.tq = calloc(p->sh.workers, sizeof(shmq_t *));
     if (!p->tab || !p->done || !p->jobs || !p->sh.tq)
         return -ENOMEM;
     for (unsigned w = 0; w < p->sh.workers; w++) {
-        p->jobs[w].ring = calloc(POOL_JOBS_PER_SLOT, sizeof(struct pool_jobrec));
+        p->jobs[w].ring =
+            calloc(POOL_JOBS_PER_SLOT, sizeof(struct pool_jobrec));
         if (!p->jobs[w].ring)
             return -ENOMEM;
     }
@@ -245,8 +246,8 @@ SHMQ_PUBLIC int shmq_pool_create(shmq_pool_t **out,
 static void send_cmd(struct shmq_pool *p, uint32_t cmd, uint32_t slot,
                      uint64_t running, uint32_t reason)
 {
-    struct pool_cmd_msg m = {.cmd = cmd, .slot = slot, .running = running,
-                             .reason = reason};
+    struct pool_cmd_msg m = {
+        .cmd = cmd, .slot = slot, .running = running, .reason = reason};
     int saved = errno;
     while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
         ;
@@ -336,12 +337,14 @@ static int try_put_task(struct shmq_pool *p, shmq_task_fn fn, const void *arg,
     struct pool_entry *e = shmq__pool_ticket_new(p);
     if (!e)
         return -EAGAIN;
-    struct pool_task_hdr h = {.ticket = e->ticket, .fn = (uintptr_t)fn,
-                              .limit_ns = limit_ns, .kind = JOB_TASK};
+    struct pool_task_hdr h = {.ticket = e->ticket,
+                              .fn = (uintptr_t)fn,
+                              .limit_ns = limit_ns,
+                              .kind = JOB_TASK};
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)arg, len}};
     struct pool_jobrec rec = {.ticket = e->ticket, .kind = JOB_TASK};
-    int rc = shmq__pool_put_job(p, (unsigned)w, iov, len ? 2 : 1, &rec,
-                                &e->index);
+    int rc =
+        shmq__pool_put_job(p, (unsigned)w, iov, len ? 2 : 1, &rec, &e->index);
     if (rc != 0) {
         e->ticket = 0; /* never given out; the entry stays free */
         return rc;
@@ -460,8 +463,7 @@ SHMQ_PUBLIC int shmq_pool_next(shmq_pool_t *p, uint64_t *ticket, void *buf,
 /* Map                                                                  */
 /* ------------------------------------------------------------------ */
 
-static int check_iovs(const struct iovec *v, size_t n, size_t max,
-                      bool sized)
+static int check_iovs(const struct iovec *v, size_t n, size_t max, bool sized)
 {
     for (size_t i = 0; i < n; i++) {
         if (!v[i].iov_base && v[i].iov_len)
@@ -487,7 +489,10 @@ SHMQ_PUBLIC int shmq_pool_map(shmq_pool_t *p, shmq_task_fn fn,
         rc = refuse(p);
     if (rc != 0 || n == 0)
         return rc;
-    struct pool_map m = {.fn = fn, .args = args, .n = n, .results = results,
+    struct pool_map m = {.fn = fn,
+                         .args = args,
+                         .n = n,
+                         .results = results,
                          .statuses = statuses};
     return shmq__pool_map_run(p, &m, wait_deadline(timeout_ns),
                               timeout_ns == SHMQ_NOWAIT);
@@ -542,8 +547,8 @@ SHMQ_PUBLIC int shmq_pool_join(shmq_pool_t *p, int64_t timeout_ns)
         if (shmq__pool_jobs_idle(p)) {
             /* Every result is in: the workers drain and exit, then the
              * fork server; watch it directly rather than in slices. */
-            int64_t left = until < 0 ? JOIN_SLICE_MS
-                                     : (until - wait_now()) / 1000000;
+            int64_t left =
+                until < 0 ? JOIN_SLICE_MS : (until - wait_now()) / 1000000;
             if (fs_wait(p, left < JOIN_SLICE_MS ? (int)left : JOIN_SLICE_MS)) {
                 p->fs_gone = true;
                 while (shmq__pool_pump(p, -1, true) == 0)

@@ -34,8 +34,8 @@
 
 #define POOL_MAGIC       0x6c6f6f7071686d73ull /* "shmqpool" */
 #define POOL_MAX_WORKERS 256u
-#define POOL_DEATH_LOG   64u  /* deaths the control region remembers */
-#define POOL_CANCEL_SET  64u  /* cancelled tickets workers skip */
+#define POOL_DEATH_LOG   64u /* deaths the control region remembers */
+#define POOL_CANCEL_SET  64u /* cancelled tickets workers skip */
 
 /* running: the job index + 1 and this flag when the fork server killed
  * the worker for it (time limit, cancel). */
@@ -54,7 +54,7 @@ struct pool_slot {
     uint64_t taken;      /* next index it expects from tq[w] */
     int64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = no time limit */
     uint32_t init_failed;
-    uint32_t retiring;   /* enum pool_retire: exits on purpose */
+    uint32_t retiring; /* enum pool_retire: exits on purpose */
     /* fork server: */
     int32_t pid;
     uint32_t kill_reason; /* enum pool_kill, for the job in running */
@@ -66,9 +66,9 @@ struct pool_death_rec { /* written by the fork server */
     uint64_t seq;       /* 1 + position in the log once complete */
     uint32_t slot;
     int32_t pid;
-    int32_t wstatus;    /* as waitpid(2) */
-    uint32_t reason;    /* enum pool_kill */
-    uint64_t running;   /* the slot's running word at death */
+    int32_t wstatus;  /* as waitpid(2) */
+    uint32_t reason;  /* enum pool_kill */
+    uint64_t running; /* the slot's running word at death */
     uint64_t item;
 };
 
@@ -76,11 +76,11 @@ struct pool_ctl {
     uint64_t magic;
     uint32_t workers;
     int32_t owner_pid;
-    uint32_t broken;     /* fork server: enum pool_broken */
-    uint32_t limits;     /* owner: a time limit was used: fork server ticks */
-    uint64_t deaths;     /* fork server: deaths logged (release) */
+    uint32_t broken;      /* fork server: enum pool_broken */
+    uint32_t limits;      /* owner: a time limit was used: fork server ticks */
+    uint64_t deaths;      /* fork server: deaths logged (release) */
     uint64_t deaths_seen; /* owner: deaths it has read; the log's room */
-    uint64_t cancel_seq; /* owner: cancel[] entries written */
+    uint64_t cancel_seq;  /* owner: cancel[] entries written */
     uint64_t cancel[POOL_CANCEL_SET]; /* owner: ticket; workers skip it */
     struct pool_death_rec death[POOL_DEATH_LOG];
     struct pool_slot slot[]; /* workers entries, 64-byte aligned */
@@ -90,13 +90,13 @@ struct pool_ctl {
 enum pool_job { JOB_TASK = 1, JOB_BATCH, JOB_FENCE };
 
 struct pool_task_hdr {
-    uint64_t index;    /* position in tq[w] */
-    uint64_t ticket;   /* TASK: ticket; BATCH: first item of the map */
-    uint64_t gen;      /* BATCH: the map call's generation */
+    uint64_t index;  /* position in tq[w] */
+    uint64_t ticket; /* TASK: ticket; BATCH: first item of the map */
+    uint64_t gen;    /* BATCH: the map call's generation */
     uintptr_t fn;
-    int64_t limit_ns;  /* 0 = none */
+    int64_t limit_ns; /* 0 = none */
     uint32_t kind;
-    uint32_t count;    /* BATCH: items, then count uint32 lengths */
+    uint32_t count; /* BATCH: items, then count uint32 lengths */
 };
 
 /* Message kinds on rq. */
@@ -104,13 +104,13 @@ struct pool_task_hdr {
 enum pool_msg { PM_RESULT = 1, PM_BATCH, PM_LOST, PM_WAKE, PM_FENCE };
 
 struct pool_result_hdr {
-    uint64_t ticket;   /* RESULT: ticket; BATCH: first item; LOST: first index */
-    uint64_t index;    /* job index in tq[slot]; LOST: end of the gap */
-    uint64_t gen;      /* BATCH: map generation */
+    uint64_t ticket; /* RESULT: ticket; BATCH: first item; LOST: first index */
+    uint64_t index;  /* job index in tq[slot]; LOST: end of the gap */
+    uint64_t gen;    /* BATCH: map generation */
     uint32_t kind;
     uint32_t slot;
-    int32_t status;    /* RESULT */
-    uint32_t count;    /* BATCH: items; each as pool_item_hdr + data */
+    int32_t status; /* RESULT */
+    uint32_t count; /* BATCH: items; each as pool_item_hdr + data */
 };
 
 struct pool_item_hdr { /* one result inside a BATCH message, 8-aligned */

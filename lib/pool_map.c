@@ -174,8 +174,8 @@ static size_t fit(struct shmq_pool *p, size_t first, size_t count,
             break;
         data = d;
     }
-    *bytes = POOL_ALIGN8(sizeof(struct pool_task_hdr) + k * sizeof(uint32_t)) +
-             data;
+    *bytes =
+        POOL_ALIGN8(sizeof(struct pool_task_hdr) + k * sizeof(uint32_t)) + data;
     return k;
 }
 
@@ -186,8 +186,11 @@ static void build(struct shmq_pool *p, unsigned char *dst, uint64_t index,
 {
     struct pool_map *m = p->map;
     struct pool_task_hdr *h = (struct pool_task_hdr *)dst;
-    *h = (struct pool_task_hdr){.index = index, .ticket = first, .gen = m->gen,
-                                .fn = (uintptr_t)m->fn, .kind = JOB_BATCH,
+    *h = (struct pool_task_hdr){.index = index,
+                                .ticket = first,
+                                .gen = m->gen,
+                                .fn = (uintptr_t)m->fn,
+                                .kind = JOB_BATCH,
                                 .count = (uint32_t)k};
     uint32_t *lens = (uint32_t *)(h + 1);
     size_t off = POOL_ALIGN8(sizeof *h + k * sizeof *lens);
@@ -224,11 +227,13 @@ static int dispatch_one(struct shmq_pool *p)
     build(p, msg.data, p->jobs[w].tail, first, k);
     if (shmq_put_commit(p->sh.tq[w], &msg, bytes) != 0)
         return -EAGAIN;
-    struct pool_jobrec rec = {.gen = m->gen, .kind = JOB_BATCH,
-                              .batch = (uint32_t)bi};
+    struct pool_jobrec rec = {
+        .gen = m->gen, .kind = JOB_BATCH, .batch = (uint32_t)bi};
     shmq__pool_record_job(p, (unsigned)w, &rec, NULL);
-    m->batch[bi] = (struct pool_batch){.first = first, .count = (uint32_t)k,
-                                       .left = (uint32_t)k, .used = true};
+    m->batch[bi] = (struct pool_batch){.first = first,
+                                       .count = (uint32_t)k,
+                                       .left = (uint32_t)k,
+                                       .used = true};
     if (!redo)
         m->next += k;
     else if (k == count)

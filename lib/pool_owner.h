@@ -34,7 +34,7 @@ struct pool_entry {
     uint32_t len;
     int32_t status;
     uint32_t slot;
-    uint32_t state;  /* enum entry_state */
+    uint32_t state; /* enum entry_state */
     unsigned char inl[POOL_INLINE];
 };
 
@@ -71,35 +71,35 @@ struct pool_map {
     size_t n;
     struct iovec *results;
     int *statuses;
-    size_t next;   /* first item never dispatched */
-    size_t done;   /* items with a status */
+    size_t next; /* first item never dispatched */
+    size_t done; /* items with a status */
     size_t chunk;
     struct pool_batch *batch;
-    unsigned nbatch; /* in-flight bound */
+    unsigned nbatch;         /* in-flight bound */
     struct pool_range *redo; /* items to dispatch again */
     size_t nredo, redo_cap;
-    int error;     /* -ENOMEM while growing redo */
+    int error; /* -ENOMEM while growing redo */
 };
 
 struct shmq_pool {
     struct pool_shared sh;
     int ctl_fd;
-    int sock;     /* to the fork server */
+    int sock; /* to the fork server */
     int fs_pidfd;
     pid_t fs_pid;
     bool closed, terminated, fs_gone;
-    int64_t fs_polled;  /* when fs_dead last asked the pidfd */
-    uint32_t broken; /* enum pool_broken, once seen */
+    int64_t fs_polled;    /* when fs_dead last asked the pidfd */
+    uint32_t broken;      /* enum pool_broken, once seen */
     uint64_t next_ticket; /* generation of the last ticket given out */
     uint32_t *freeq;      /* free entries, oldest freed first (a ring) */
     uint64_t free_head, free_tail;
     size_t uncollected; /* entries not free */
     size_t pending;     /* entries waiting for their result */
     struct pool_entry *tab;
-    uint64_t *done;     /* tickets in completion order (a ring) */
+    uint64_t *done; /* tickets in completion order (a ring) */
     size_t done_head, done_tail, done_cap;
     struct pool_slotjobs *jobs;
-    unsigned rr;        /* where the least-loaded search starts */
+    unsigned rr; /* where the least-loaded search starts */
     uint64_t deaths_seen;
     struct shmq_pool_death dlog[POOL_DEATHS_KEPT];
     uint64_t dcount;

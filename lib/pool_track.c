@@ -20,7 +20,8 @@
 #include "internal.h"
 #include "pool_owner.h"
 
-#define SLICE_NS 100000000 /* 100 ms: the longest sleep between checks of
+#define SLICE_NS                                                               \
+    100000000              /* 100 ms: the longest sleep between checks of      \
                               the fork server's pidfd */
 #define FS_POLL_NS 1000000 /* 1 ms */
 
@@ -151,8 +152,7 @@ static struct pool_jobrec *job_at(struct shmq_pool *p, unsigned w,
     return j->kind ? j : NULL;
 }
 
-static void job_resolve(struct shmq_pool *p, unsigned w,
-                        struct pool_jobrec *j)
+static void job_resolve(struct shmq_pool *p, unsigned w, struct pool_jobrec *j)
 {
     struct pool_slotjobs *sj = &p->jobs[w];
     j->kind = 0;

@@ -26,8 +26,8 @@ struct worker {
     const struct pool_shared *sh;
     struct pool_slot *slot;
     unsigned w;
-    struct shmq_msg in;  /* the task message, borrowed from tq[w] */
-    unsigned char *out;  /* a result message being built */
+    struct shmq_msg in; /* the task message, borrowed from tq[w] */
+    unsigned char *out; /* a result message being built */
     size_t out_cap;
     unsigned char *scratch; /* one batch item's result */
 };
@@ -59,8 +59,8 @@ static void put_or_die(const struct worker *wk, const void *msg, size_t len)
  * that never recorded them. */
 static void report_gap(const struct worker *wk, uint64_t from, uint64_t to)
 {
-    struct pool_result_hdr h = {.ticket = from, .index = to, .kind = PM_LOST,
-                                .slot = wk->w};
+    struct pool_result_hdr h = {
+        .ticket = from, .index = to, .kind = PM_LOST, .slot = wk->w};
     put_or_die(wk, &h, sizeof h);
 }
 
@@ -99,16 +99,18 @@ static void run_task(struct worker *wk, const struct pool_task_hdr *t,
 {
     const struct pool_shared *sh = wk->sh;
     struct pool_result_hdr *r = (struct pool_result_hdr *)wk->out;
-    *r = (struct pool_result_hdr){.ticket = t->ticket, .index = t->index,
-                                  .kind = PM_RESULT, .slot = wk->w};
+    *r = (struct pool_result_hdr){.ticket = t->ticket,
+                                  .index = t->index,
+                                  .kind = PM_RESULT,
+                                  .slot = wk->w};
     size_t outlen = 0;
     set_running(wk, t);
     if (cancelled(sh->ctl, t->ticket)) {
         r->status = -ECANCELED;
     } else {
         shmq_task_fn fn = (shmq_task_fn)t->fn;
-        r->status = fn(t + 1, len - sizeof *t, r + 1, sh->max_message,
-                       &outlen, sh->ctx);
+        r->status = fn(t + 1, len - sizeof *t, r + 1, sh->max_message, &outlen,
+                       sh->ctx);
         if (outlen > sh->max_message) {
             r->status = -EMSGSIZE; /* never truncated */
             outlen = 0;
@@ -172,8 +174,10 @@ static void run_batch(struct worker *wk, const struct pool_task_hdr *t,
         die_quietly(EXIT_BROKEN_IO);
     struct batch_out b = {.h = (struct pool_result_hdr *)wk->out,
                           .used = sizeof(struct pool_result_hdr)};
-    *b.h = (struct pool_result_hdr){.ticket = t->ticket, .index = t->index,
-                                    .gen = t->gen, .kind = PM_BATCH,
+    *b.h = (struct pool_result_hdr){.ticket = t->ticket,
+                                    .index = t->index,
+                                    .gen = t->gen,
+                                    .kind = PM_BATCH,
                                     .slot = wk->w};
     const uint32_t *lens = (const uint32_t *)(t + 1);
     const unsigned char *base = (const unsigned char *)t;
@@ -261,8 +265,8 @@ _Noreturn void shmq__worker_run(const struct pool_shared *sh, unsigned w,
         if (kind != JOB_TASK && kind != JOB_BATCH) {
             /* A fence: its index did its work in take(); say it was
              * taken, so that the owner's record of it is resolved. */
-            struct pool_result_hdr h = {.index = index, .kind = PM_FENCE,
-                                        .slot = w};
+            struct pool_result_hdr h = {
+                .index = index, .kind = PM_FENCE, .slot = w};
             put_or_die(&wk, &h, sizeof h);
             continue;
         }
