@@ -703,7 +703,7 @@ int shmq_pool_submit_timed(shmq_pool_t *p, shmq_task_fn fn, const void *arg,
  * max_message); the result is in buf and its length in *len, and the
  * ticket is collected. Otherwise
  *   -EINVAL    p, len or status NULL, buf NULL with cap > 0, bad timeout
- *   -ENOENT    ticket never issued, already collected, or a map's
+ *   -ENOENT    ticket never issued, or already collected
  *   -ENOBUFS   the result is longer than cap: *len is set, the result
  *              stays for another call
  *   -EAGAIN    not finished and SHMQ_NOWAIT
