@@ -901,8 +901,9 @@ Test(pool_death, killed_after_committing_result, .timeout = 60)
 {
     /* 4 workers and a pause per death: below the crash-loop guard */
     shmq_pool_t *p = pool_new(4, 0);
-    /* Well after the commit: the result must be delivered. */
-    int64_t later = 50 * TH_MS;
+    /* Well after the commit (300 ms: room for a preempted worker on a
+     * loaded machine): the result must be delivered. */
+    int64_t later = 300 * TH_MS;
     for (int i = 0; i < 4; i++) {
         uint64_t t = submit_ok(p, t_die_after_return, &later, sizeof later);
         pid_t by = 0;
@@ -1007,6 +1008,7 @@ Test(pool_guard, crash_loop_from_tasks, .timeout = 30)
     shmq_pool_t *p = pool_new(1, 0);
     int how = DIE_KILL;
     uint64_t t[100];
+    int64_t t0 = th_now_ns();
     for (int i = 0; i < 100; i++)
         t[i] = submit_ok(p, t_die, &how, sizeof how);
     int dead = 0, cancelled = 0;
@@ -1016,8 +1018,12 @@ Test(pool_guard, crash_loop_from_tasks, .timeout = 30)
         dead += st == -EOWNERDEAD;
         cancelled += st == -ECANCELED;
     }
-    cr_expect_leq(dead, 12, "the guard stops forking (%d deaths)", dead);
-    cr_expect_gt(cancelled, 0);
+    int64_t took = th_now_ns() - t0;
+    if (cancelled == 0) /* only a machine too slow to die 10 times a second */
+        cr_expect_gt(took, 10 * TH_SEC, "100 deaths in %lld ms, no guard",
+                     (long long)(took / TH_MS));
+    else
+        cr_expect_leq(dead, 12, "the guard stops forking (%d deaths)", dead);
     shmq_pool_destroy(p);
 }
 
