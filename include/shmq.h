@@ -34,8 +34,15 @@
  *     dies of SIGBUS (or gets zeroed pages back). Give write access only
  *     to processes you would trust with the queue's memory.
  *   - A process killed at any point of put or get loses at most the one
- *     message it was putting or getting; the queue keeps working for the
- *     others (see docs/internals.md, "Crash recovery").
+ *     message it was putting or getting (or the reservations and borrows
+ *     it held); the queue keeps working for the others (see
+ *     docs/internals.md, "Crash recovery").
+ *   - A message is there for gets as soon as its put returns: a process
+ *     stopped, preempted or slow in the middle of its own put or get
+ *     never holds back the messages others put, and others go on putting
+ *     while there is room. What it holds is its own record's room and,
+ *     because room comes back in ring order, the room after it, until it
+ *     finishes or dies.
  */
 #ifndef SHMQ_H
 #define SHMQ_H
@@ -225,8 +232,10 @@ void shmq_release(shmq_t *q);
  *   -EBADMSG   the shared region is corrupt
  *   -EUSERS, -EMFILE, -ENOENT  first call in a forked child, which
  *              takes a participant slot of its own (see shmq_create)
- * Lock-free when the queue is not full: a preempted or killed process
- * never stops the others from putting. Thread-safe.
+ * Lock-free when the queue is not full: a preempted, stopped or killed
+ * process never stops the others from putting (it holds its own
+ * record's room and the room after it). The message is there for gets
+ * when this returns 0. Thread-safe.
  */
 int shmq_put(shmq_t *q, const void *msg, size_t len, int64_t timeout_ns);
 
@@ -238,11 +247,14 @@ int shmq_put(shmq_t *q, const void *msg, size_t len, int64_t timeout_ns);
  *   -ENOBUFS   the message is longer than cap: *len is the size needed,
  *              the message stays in the queue
  *   -EPIPE     the queue is closed and drained (also with SHMQ_NOWAIT)
- *   -EAGAIN    empty and timeout_ns is SHMQ_NOWAIT
- *   -ETIMEDOUT empty until the timeout expired
+ *   -EAGAIN    no message can be taken now and timeout_ns is SHMQ_NOWAIT
+ *              (puts in progress are not messages yet)
+ *   -ETIMEDOUT no message could be taken until the timeout expired
  *   -EBADMSG   the shared region is corrupt
  *   -EUSERS, -EMFILE, -ENOENT  as for shmq_put
- * Messages come in the order their puts claimed space: FIFO per producer.
+ * Order: FIFO per producer thread; across producers, a message whose put
+ * returned before another put began is taken first. A put stopped in the
+ * middle holds back no other message. On failure buf is left as it was.
  * Thread-safe.
  */
 int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len, int64_t timeout_ns);
@@ -258,8 +270,11 @@ int shmq_get_nowait(shmq_t *q, void *buf, size_t cap, size_t *len);
 /* ------------------------------------------------------------------ */
 
 /**
- * Number of messages queued (0-byte ones included): exact when no put or
- * get is in progress, a snapshot otherwise. 0 for NULL.
+ * Number of messages a get could take now (0-byte ones included):
+ * committed and not yet taken. A put in progress (or an open reservation)
+ * is not counted until it commits; a message taken by get_begin is not
+ * counted. Exact when no put or get is in progress, a snapshot otherwise;
+ * O(messages in flight). 0 for NULL.
  */
 size_t shmq_qsize(const shmq_t *q);
 
@@ -268,8 +283,12 @@ bool shmq_empty(const shmq_t *q);
 
 /**
  * true exactly when shmq_put_nowait of a 0-byte message would return
- * -EAGAIN: maxsize messages are queued, or no storage unit is free.
- * false for NULL. A snapshot, as qsize.
+ * -EAGAIN: maxsize records are in the queue, or no storage unit is free.
+ * Records in flight (being put, being read, open reservations and
+ * borrows) count like queued messages, and room comes back in ring
+ * order, so a stalled reader or writer can keep it true. false for NULL.
+ * A snapshot, as qsize (a dead process's record is recovered by the next
+ * put that waits for room, not by this call).
  */
 bool shmq_full(const shmq_t *q);
 
@@ -775,14 +794,18 @@ int shmq_pool_join(shmq_pool_t *p, int64_t timeout_ns);
  * Kill every worker now (Pool.terminate), even with thousands of tasks
  * queued or tasks that never return. Results already finished stay
  * collectable; every other task completes with -ECANCELED. Waits for
- * the fork server to exit (milliseconds). NULL does nothing.
+ * the fork server to exit (milliseconds). NULL does nothing. In a
+ * forked child of the owner (an atexit handler, say) it stops nothing:
+ * the pool is the owner's.
  */
 void shmq_pool_terminate(shmq_pool_t *p);
 
 /**
  * Terminate if needed, then free everything: no process, zombie,
  * descriptor, mapping or name is left. Uncollected results are lost.
- * NULL does nothing. p is invalid afterwards.
+ * NULL does nothing. p is invalid afterwards. In a forked child of the
+ * owner it frees only the child's copy (descriptors, memory); the
+ * owner's pool goes on.
  */
 void shmq_pool_destroy(shmq_pool_t *p);
 
