@@ -84,7 +84,8 @@ static int make_ctl(struct shmq_pool *p)
     p->sh.ctl_size = size;
     p->sh.ctl->magic = POOL_MAGIC;
     p->sh.ctl->workers = p->sh.workers;
-    p->sh.ctl->owner_pid = (int32_t)getpid();
+    p->owner = getpid();
+    p->sh.ctl->owner_pid = (int32_t)p->owner;
     return 0;
 }
 
@@ -288,6 +289,13 @@ SHMQ_PUBLIC void shmq_pool_terminate(shmq_pool_t *p)
     if (!p || p->terminated)
         return;
     int saved = errno;
+    if (getpid() != p->owner) {
+        /* A forked child's copy (an atexit handler, say): the workers
+         * are the owner's, not ours to stop. */
+        p->terminated = p->closed = p->fs_gone = true;
+        errno = saved;
+        return;
+    }
     p->terminated = p->closed = true;
     send_cmd(p, CMD_TERMINATE, 0, 0, 0);
     if (!fs_wait(p, TERMINATE_WAIT_MS)) {
@@ -310,7 +318,7 @@ SHMQ_PUBLIC void shmq_pool_destroy(shmq_pool_t *p)
     if (p->fs_pidfd >= 0)
         shmq_pool_terminate(p);
     int saved = errno;
-    free_all(p);
+    free_all(p); /* in a forked child: only the child's copies */
     errno = saved;
 }
 

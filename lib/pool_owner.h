@@ -87,6 +87,7 @@ struct shmq_pool {
     int sock; /* to the fork server */
     int fs_pidfd;
     pid_t fs_pid;
+    pid_t owner;  /* the process that created the pool */
     bool closed, terminated, fs_gone;
     int64_t fs_polled;    /* when fs_dead last asked the pidfd */
     uint32_t broken;      /* enum pool_broken, once seen */

@@ -1278,6 +1278,26 @@ Test(pool_teardown, terminate_with_thousands_queued, .timeout = 30)
     shmq_pool_destroy(p);
 }
 
+static int destroy_in_child(void *arg)
+{
+    shmq_pool_destroy(arg);
+    return 0;
+}
+
+Test(pool_teardown, destroy_in_forked_child_spares_owner, .timeout = 30)
+{
+    shmq_pool_t *p = pool_new(2, 0);
+    struct pair in = {1, 2};
+    uint64_t t = submit_ok(p, t_add, &in, sizeof in);
+    th_assert_child_ok(th_fork(destroy_in_child, p));
+    int64_t sum;
+    cr_expect_eq(status_of(p, t, &sum, sizeof sum, NULL), 0);
+    cr_expect_eq(sum, 3);
+    t = submit_ok(p, t_add, &in, sizeof in);
+    cr_expect_eq(status_of(p, t, &sum, sizeof sum, NULL), 0);
+    shmq_pool_destroy(p);
+}
+
 Test(pool_teardown, destroy_leaves_nothing, .timeout = 60)
 {
     /* A first pool warms up what the process keeps anyway (allocator
