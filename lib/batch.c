@@ -163,7 +163,10 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
         wait_signal(&q->hdr->not_empty.word);
         return -EPIPE;
     }
-    wait_signal(&q->hdr->not_empty.word);
+    /* A wake is for one sleeper (wait.h): one per message, or consumers
+     * sleeping beside the one woken would miss the rest of the batch. */
+    for (size_t i = 0; i < op->n; i++)
+        wait_signal(&q->hdr->not_empty.word);
     return 0;
 }
 
@@ -288,5 +291,7 @@ SHMQ_PUBLIC int shmq_get_many(shmq_t *q, void *buf, size_t cap,
                          0, 0};
     int rc = shmq__run(q, many_attempt, &op, &q->hdr->not_empty.word,
                        timeout_ns);
+    if (rc == -ENOBUFS) /* the wake that brought us here is another's */
+        wait_signal(&q->hdr->not_empty.word);
     return rc < 0 ? rc : (int)op.count;
 }

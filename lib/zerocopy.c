@@ -125,8 +125,10 @@ SHMQ_PUBLIC int shmq_put_abort(shmq_t *q, struct shmq_msg *m)
         shmq__ring_abort(q, &ref) < 0)
         return -EINVAL;
     int saved = errno;
-    /* A consumer may wait for this record to land. */
+    /* A consumer may wait for this record to land, and a producer for
+     * its room (which comes back once release passes it). */
     wait_signal(&q->hdr->not_empty.word);
+    wait_signal(&q->hdr->not_full.word);
     errno = saved;
     msg_clear(m);
     return 0;
