@@ -255,7 +255,7 @@ static int take_one(struct shmq *q, struct many_op *op, struct ring_stall *s)
     if (rc < 0)
         return rc;
     if (!ref.copied) {
-        if (len)
+        if (len && dst) /* dst is NULL only for cap 0: len 0 */
             memcpy(dst, ring_addr(q, ref.pos), len);
         rc = shmq__ring_free(q, &ref);
     }

@@ -106,10 +106,12 @@ Test(wake, a_put_wakes_a_sleeper_at_once, .timeout = 60)
     shmq_release(q);
 }
 
-Test(wake, one_message_wakes_one_sleeper, .timeout = 60)
+/* One try: SLEEPERS processes asleep in get, one put. How many of the
+ * others were woken for nothing, and how long the look took (their own
+ * 100 ms re-checks also wake them: a long window is no measurement). */
+enum { SLEEPERS = 4 };
+static long woken_by_one_put(shmq_t *q, int64_t *window_ns)
 {
-    enum { SLEEPERS = 4 };
-    shmq_t *q = make(8);
     _Atomic int *got = th_shared_alloc(sizeof *got);
     _Atomic int64_t *t_got = th_shared_alloc(sizeof *t_got);
     struct sleeper s = {q, got, t_got};
@@ -119,17 +121,16 @@ Test(wake, one_message_wakes_one_sleeper, .timeout = 60)
         pids[i] = th_fork(sleep_for_one, &s);
     for (int i = 0; i < SLEEPERS; i++)
         wait_asleep(pids[i]);
+    int64_t t0 = th_now_ns();
     for (int i = 0; i < SLEEPERS; i++)
         before[i] = ctx_switches(&pids[i], 1);
     cr_assert_eq(shmq_put(q, "x", 1, SHMQ_NOWAIT), 0);
     int64_t deadline = th_now_ns() + 5 * TH_SEC;
     while (atomic_load(got) < 1 && th_now_ns() < deadline)
         th_sleep_ns(TH_MS / 2);
-    th_sleep_ns(15 * TH_MS); /* let any other woken sleeper run */
+    th_sleep_ns(10 * TH_MS); /* let any other woken sleeper run */
     cr_assert_eq(atomic_load(got), 1);
-    /* A sleeper woken for nothing goes back to sleep: one more switch.
-     * Wake-all gives 3 here; one wake gives 0, plus the rare 100 ms
-     * re-check that falls into this 15 ms window. */
+    /* A sleeper woken for nothing goes back to sleep: one more switch. */
     long extra = 0;
     int asleep = 0;
     for (int i = 0; i < SLEEPERS; i++) {
@@ -141,15 +142,34 @@ Test(wake, one_message_wakes_one_sleeper, .timeout = 60)
             asleep++;
         }
     }
+    *window_ns = th_now_ns() - t0;
     cr_assert_eq(asleep, SLEEPERS - 1);
-    cr_log_info("sleepers woken for nothing: %ld", extra);
-    cr_assert_leq(extra, 2, "%ld sleepers woken by one message", extra);
     for (int i = 0; i < asleep; i++)
         cr_assert_eq(shmq_put(q, "y", 1, SHMQ_NOWAIT), 0);
     for (int i = 0; i < SLEEPERS; i++)
         th_assert_child_ok_within(pids[i], 10 * TH_SEC);
     th_shared_free(got, sizeof *got);
     th_shared_free(t_got, sizeof *t_got);
+    return extra;
+}
+
+/* Wake-all wakes the 3 others every time; one wake wakes none of them,
+ * but for their 100 ms re-checks, which a loaded machine can stretch a
+ * window into: up to 5 tries for one clean look. */
+Test(wake, one_message_wakes_one_sleeper, .timeout = 60)
+{
+    shmq_t *q = make(8);
+    long extra = 0;
+    int64_t window = 0;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        extra = woken_by_one_put(q, &window);
+        cr_log_info("try %d: %ld sleepers woken for nothing in %lld ms",
+                    attempt, extra, (long long)(window / TH_MS));
+        if (extra <= 1 && window < 60 * TH_MS)
+            break;
+    }
+    cr_assert_leq(extra, 1, "%ld sleepers woken by one message (%lld ms)",
+                  extra, (long long)(window / TH_MS));
     shmq_release(q);
 }
 
