@@ -21,7 +21,10 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+
+#include "layout.h" /* to scribble on a region, as a hostile process would */
 
 /* Upper bound on how late a timed-out call may return: generous, the
  * machine is shared; the lower bound (never early) is exact. */
@@ -2387,6 +2390,178 @@ Test(serialize, get_many_enobufs_passes_the_wake_on, .timeout = 60)
         pass[i] = big_message_to(true);
     }
     expect_like("a message past a get_many with a small buffer", pass, alone);
+}
+
+/* ------------------------------------------------------------------ */
+/* Shared memory is untrusted                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Descriptors and header words scribbled on through a second mapping:
+ * every serialization call returns 0 or an error, never crashes (the
+ * calls run in a child: a crash is a signal), never hangs (each call has
+ * a short timeout and must return within a bound), never lends a borrow
+ * outside the mapping (its bytes are all read) and never writes past
+ * cap of a get_many buffer (a guard page follows it).
+ */
+#define SCRIB_CAP 512
+
+static bool scrib_rc_ok(int rc, bool einval_ok)
+{
+    return rc >= 0 || rc == -EAGAIN || rc == -ETIMEDOUT || rc == -EBADMSG ||
+           rc == -EPIPE || rc == -ENOBUFS || (einval_ok && rc == -EINVAL);
+}
+
+static int scrib_get_many(shmq_t *q, unsigned char *buf)
+{
+    struct iovec msgs[8];
+    int rc = shmq_get_many(q, buf, SCRIB_CAP, msgs, 8, TH_MS);
+    TH_CHECK(scrib_rc_ok(rc, false));
+    for (int k = 0; k < rc; k++) {
+        size_t at = (size_t)((unsigned char *)msgs[k].iov_base - buf);
+        TH_CHECK(at <= SCRIB_CAP && msgs[k].iov_len <= SCRIB_CAP - at);
+    }
+    return 0;
+}
+
+static int scrib_get_begin(shmq_t *q)
+{
+    struct shmq_msg g;
+    int rc = shmq_get_begin(q, &g, TH_MS);
+    TH_CHECK(scrib_rc_ok(rc, false));
+    if (rc == 0) {
+        TH_CHECK(g.len <= shmq_max_message(q));
+        volatile unsigned char sum = 0;
+        for (size_t i = 0; i < g.len; i++)
+            sum += ((const volatile unsigned char *)g.data)[i];
+        (void)sum;
+        TH_CHECK(scrib_rc_ok(shmq_get_end(q, &g), true));
+    }
+    return 0;
+}
+
+static int scrib_put_begin(shmq_t *q, int i)
+{
+    struct shmq_msg m;
+    int rc = shmq_put_begin(q, 64, &m, TH_MS);
+    TH_CHECK(scrib_rc_ok(rc, false));
+    if (rc == 0) {
+        TH_CHECK(m.len == 64);
+        memset(m.data, 0x5a, 64);
+        rc = i % 2 ? shmq_put_commit(q, &m, 32) : shmq_put_abort(q, &m);
+        TH_CHECK(scrib_rc_ok(rc, true));
+    }
+    return 0;
+}
+
+static int scrib_calls(void *p)
+{
+    shmq_t *q = p;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *area = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    TH_CHECK(area != MAP_FAILED && mprotect(area + pg, pg, PROT_NONE) == 0);
+    unsigned char *buf = area + pg - SCRIB_CAP;
+    static unsigned char msg[64];
+    struct iovec iov[2] = {{msg, 10}, {msg + 10, 20}};
+    for (int i = 0; i < 42; i++) {
+        int64_t t0 = th_now_ns();
+        int rc = 0;
+        switch (i % 7) {
+        case 0:
+            rc = scrib_get_many(q, buf);
+            break;
+        case 1:
+            rc = scrib_get_begin(q);
+            break;
+        case 2:
+            rc = scrib_put_begin(q, i);
+            break;
+        case 3:
+            TH_CHECK(scrib_rc_ok(shmq_putv(q, iov, 2, TH_MS), false));
+            break;
+        case 4:
+            TH_CHECK(scrib_rc_ok(shmq_put_many(q, iov, 2, 0, TH_MS), false));
+            break;
+        case 5:
+            TH_CHECK(
+                scrib_rc_ok(shmq_put_many(q, iov, 2, SHMQ_ALL, TH_MS), false));
+            break;
+        default:
+            (void)shmq_qsize(q);
+            (void)shmq_full(q);
+        }
+        if (rc)
+            return rc;
+        TH_CHECK(th_now_ns() - t0 < 2 * TH_SEC);
+    }
+    return 0;
+}
+
+/* Scribble n random words over [off, off + len) of the region. */
+static void scribble(unsigned char *map, uint64_t off, uint64_t len, int n,
+                     uint64_t *rng)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t at = off + (th_rand_below(rng, len / 8) * 8);
+        uint64_t v = th_rand_next(rng);
+        /* Often a plausible value: a small number, or a valid word with
+         * one field changed. */
+        if (th_rand_below(rng, 2))
+            v = th_rand_below(rng, 3) == 0 ? v & 0xff : v ^ (1ull << (v & 63));
+        uint64_t old;
+        memcpy(&old, map + at, 8);
+        if (th_rand_below(rng, 2))
+            v = old ^ (1ull << th_rand_below(rng, 64));
+        __atomic_store_n((uint64_t *)(void *)(map + at), v, __ATOMIC_RELAXED);
+    }
+}
+
+Test(serialize, scribbled_region_never_crashes_or_hangs, .timeout = 120)
+{
+    /* SHMQ_SCRIBBLE_SEED replays another sequence. */
+    const char *env = getenv("SHMQ_SCRIBBLE_SEED");
+    uint64_t rng = env ? strtoull(env, NULL, 0) : 2026;
+    cr_log_info("scribble seed %llu", (unsigned long long)rng);
+    for (int round = 0; round < 40; round++) {
+        shmq_t *q = make(16, 4096, 256, 0);
+        for (uint32_t i = 0; i < 6; i++)
+            put_u32(q, i);
+        struct shmq_msg r, g;
+        cr_assert_eq(shmq_put_begin(q, 32, &r, SHMQ_NOWAIT), 0, "reserve");
+        cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), 0, "borrow");
+        struct stat st;
+        cr_assert_eq(fstat(shmq_fd(q), &st), 0, "fstat");
+        size_t size = (size_t)st.st_size;
+        unsigned char *map = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED, shmq_fd(q), 0);
+        cr_assert_neq(map, MAP_FAILED, "mmap");
+        const struct shmq_identity *id = (const struct shmq_identity *)map;
+        uint64_t desc = id->desc_offset,
+                 desc_len = (uint64_t)id->desc_count * sizeof(struct shmq_desc);
+        uint64_t words = offsetof(struct shmq_header, tail),
+                 words_len = sizeof(struct shmq_header) - words;
+        switch (round % 3) {
+        case 0:
+            scribble(map, desc, desc_len, 1 + round % 5, &rng);
+            break;
+        case 1:
+            scribble(map, words, words_len, 1 + round % 4, &rng);
+            break;
+        default:
+            scribble(map, desc, desc_len, 2, &rng);
+            scribble(map, words, words_len, 2, &rng);
+        }
+        pid_t pid = th_fork(scrib_calls, q);
+        th_assert_child_ok_within(pid, 30 * TH_SEC);
+        /* The scribbler's own open ones end, or are refused, cleanly. */
+        int rc = shmq_put_commit(q, &r, 8);
+        cr_assert(scrib_rc_ok(rc, true), "round %d: commit %d", round, rc);
+        rc = shmq_get_end(q, &g);
+        cr_assert(scrib_rc_ok(rc, true), "round %d: get_end %d", round, rc);
+        munmap(map, size);
+        shmq_release(q);
+    }
 }
 
 /* ------------------------------------------------------------------ */
