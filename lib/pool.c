@@ -381,17 +381,21 @@ static int submit(struct shmq_pool *p, shmq_task_fn fn, const void *arg,
         store_relaxed(&p->sh.ctl->limits, 1u);
         send_cmd(p, CMD_LIMITS, 0, 0, 0); /* it may sleep without a tick */
     }
+    rc = try_put_task(p, fn, arg, len, limit_ns, ticket);
+    if (rc != -EAGAIN)
+        return rc;
+    /* The clock is read only when there is a wait. */
     wait_deadline_t until = wait_deadline(timeout_ns);
     bool nowait = timeout_ns == SHMQ_NOWAIT;
     for (;;) {
-        rc = try_put_task(p, fn, arg, len, limit_ns, ticket);
-        if (rc != -EAGAIN)
-            return rc;
         /* Saturated: take results in (so workers move on) and retry. */
         rc = shmq__pool_pump(p, until, nowait);
         if (p->broken)
             return -ECANCELED;
         if (rc != 0)
+            return rc;
+        rc = try_put_task(p, fn, arg, len, limit_ns, ticket);
+        if (rc != -EAGAIN)
             return rc;
     }
 }
@@ -432,7 +436,8 @@ SHMQ_PUBLIC int shmq_pool_wait(shmq_pool_t *p, uint64_t ticket, void *buf,
     struct pool_entry *e = shmq__pool_entry(p, ticket);
     if (!e || e->state == E_FREE)
         return -ENOENT;
-    wait_deadline_t until = wait_deadline(timeout_ns);
+    wait_deadline_t until =
+        e->state == E_PENDING ? wait_deadline(timeout_ns) : -1;
     bool nowait = timeout_ns == SHMQ_NOWAIT;
     while (e->state == E_PENDING) {
         int rc = shmq__pool_pump(p, until, nowait);
@@ -448,8 +453,8 @@ SHMQ_PUBLIC int shmq_pool_next(shmq_pool_t *p, uint64_t *ticket, void *buf,
 {
     if (bad_collect(p, buf, cap, len, status, timeout_ns) || !ticket)
         return -EINVAL;
-    wait_deadline_t until = wait_deadline(timeout_ns);
-    bool nowait = timeout_ns == SHMQ_NOWAIT;
+    wait_deadline_t until = -1;
+    bool timed = false, nowait = timeout_ns == SHMQ_NOWAIT;
     for (;;) {
         struct pool_entry *e = shmq__pool_done_peek(p);
         if (e) {
@@ -461,6 +466,10 @@ SHMQ_PUBLIC int shmq_pool_next(shmq_pool_t *p, uint64_t *ticket, void *buf,
         }
         if (p->pending == 0)
             return -ENOENT;
+        if (!timed) { /* the clock is read only when there is a wait */
+            until = wait_deadline(timeout_ns);
+            timed = true;
+        }
         int rc = shmq__pool_pump(p, until, nowait);
         if (rc != 0 && !shmq__pool_done_peek(p))
             return rc;

@@ -87,9 +87,9 @@ struct shmq_pool {
     int sock; /* to the fork server */
     int fs_pidfd;
     pid_t fs_pid;
-    pid_t owner;  /* the process that created the pool */
+    pid_t owner; /* the process that created the pool */
     bool closed, terminated, fs_gone;
-    int64_t fs_polled;    /* when fs_dead last asked the pidfd */
+    uint64_t fs_polled;   /* fs_dead calls, to ask the pidfd now and then */
     uint32_t broken;      /* enum pool_broken, once seen */
     uint64_t next_ticket; /* generation of the last ticket given out */
     uint32_t *freeq;      /* free entries, oldest freed first (a ring) */

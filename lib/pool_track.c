@@ -21,9 +21,9 @@
 #include "pool_owner.h"
 
 #define SLICE_NS                                                               \
-    100000000              /* 100 ms: the longest sleep between checks of      \
-                              the fork server's pidfd */
-#define FS_POLL_NS 1000000 /* 1 ms */
+    100000000 /* 100 ms: the longest sleep between checks of                   \
+                 the fork server's pidfd */
+#define FS_POLL_EVERY 256
 
 /* ------------------------------------------------------------------ */
 /* Tickets                                                              */
@@ -430,16 +430,16 @@ void shmq__pool_check_deaths(struct shmq_pool *p)
         broken_now(p, broken);
 }
 
-/* Has the fork server exited? Asked on wakeups and idle slices, at most
- * once per FS_POLL_NS (a poll(2) each time). */
-static bool fs_dead(struct shmq_pool *p)
+/* Has the fork server exited? A poll(2) of its pidfd on wakeups and
+ * idle slices (now), otherwise once per FS_POLL_EVERY calls: a caller
+ * polling with SHMQ_NOWAIT still learns of its death, without a system
+ * call per attempt. */
+static bool fs_dead(struct shmq_pool *p, bool now)
 {
     if (p->fs_gone)
         return true;
-    int64_t now = wait_now();
-    if (now - p->fs_polled < FS_POLL_NS)
+    if (!now && ++p->fs_polled % FS_POLL_EVERY != 0)
         return false;
-    p->fs_polled = now;
     struct pollfd pf = {.fd = p->fs_pidfd, .events = POLLIN};
     int saved = errno;
     int rc = poll(&pf, 1, 0);
@@ -475,23 +475,29 @@ void shmq__pool_cancel_all(struct shmq_pool *p)
 int shmq__pool_pump(struct shmq_pool *p, wait_deadline_t until, bool nowait)
 {
     put_fences(p);
-    int64_t slice = SLICE_NS;
-    if (!nowait && until >= 0) {
-        int64_t left = until - wait_now();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        slice = left < slice ? left : slice;
-    }
     uint32_t kind = 0;
-    int rc = take_one(p, nowait ? SHMQ_NOWAIT : slice, &kind);
+    /* A message already there costs no clock read. */
+    int rc = take_one(p, SHMQ_NOWAIT, &kind);
+    if (rc == -EAGAIN && !nowait) {
+        int64_t slice = SLICE_NS;
+        if (until >= 0) {
+            int64_t left = until - wait_now();
+            slice = left < slice ? left : slice;
+        }
+        rc = slice > 0 ? take_one(p, slice, &kind) : -ETIMEDOUT;
+        if (rc == -ETIMEDOUT && until >= 0 && wait_now() >= until) {
+            shmq__pool_check_deaths(p);
+            return -ETIMEDOUT;
+        }
+    }
     shmq__pool_check_deaths(p);
     if (rc == 0) {
         if (kind == PM_WAKE)
-            fs_dead(p);
+            fs_dead(p, true);
         return 0;
     }
     if (rc == -ETIMEDOUT || rc == -EAGAIN) {
-        fs_dead(p);
+        fs_dead(p, rc == -ETIMEDOUT);
         return nowait ? -EAGAIN : 0;
     }
     return rc;
