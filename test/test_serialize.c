@@ -2086,6 +2086,8 @@ Test(serialize, joinable_open_reservation_is_no_task, .timeout = 10)
     shmq_t *q = make(16, 4096, 64, SHMQ_JOINABLE);
     struct shmq_msg a;
     cr_assert_eq(shmq_put_begin(q, 4, &a, SHMQ_NOWAIT), 0, "begin a");
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0,
+                 "join with only an open reservation");
     cr_assert_eq(shmq_task_done(q), -EINVAL,
                  "task_done with only an open reservation");
     cr_assert_eq(shmq_put_commit(q, &a, 4), 0, "commit a");
