@@ -2224,7 +2224,7 @@ Test(serialize, signals_do_not_end_waits, .timeout = 30)
  * sleeper a recheck period, orders of magnitude above a wake.
  */
 #define WAKE_TRIALS 5
-#define WAKE_RATIO  10
+#define WAKE_RATIO  50
 
 struct sleeper {
     pthread_t thread;
