@@ -75,9 +75,8 @@ static void spawn(struct fs *fs, unsigned w)
                 close(fs->pidfd[i]);
         shmq__worker_run(fs->sh, w, fs->self);
     }
-    /* A failed fork or pidfd_open leaves the slot empty (-1); the tick
-     * retries it, and a slot that never comes back shows as the crash
-     * loop guard would: through deaths the owner sees. */
+    /* A failed fork or pidfd_open leaves the slot empty (-1): the tick
+     * (every 5 ms) forks again; the slot's jobs wait in its queue. */
     fs->pidfd[w] = pid > 0 ? pidfd_open(pid, 0) : -1;
     if (pid > 0 && fs->pidfd[w] < 0) {
         /* Unwatchable: never leave a second worker on the slot's queue. */

@@ -339,7 +339,7 @@ static int refuse(struct shmq_pool *p)
 static int try_put_task(struct shmq_pool *p, shmq_task_fn fn, const void *arg,
                         size_t len, int64_t limit_ns, uint64_t *ticket)
 {
-    int w = shmq__pool_pick_slot(p, false);
+    int w = shmq__pool_pick_slot(p);
     if (w < 0)
         return -EAGAIN;
     struct pool_entry *e = shmq__pool_ticket_new(p);

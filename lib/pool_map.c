@@ -212,7 +212,7 @@ static int dispatch_one(struct shmq_pool *p)
     int bi = free_batch(m);
     if (bi < 0 || (m->nredo == 0 && m->next >= m->n))
         return -EAGAIN;
-    int w = shmq__pool_pick_slot(p, false);
+    int w = shmq__pool_pick_slot(p);
     if (w < 0)
         return -EAGAIN;
     bool redo = m->nredo > 0;

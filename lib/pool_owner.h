@@ -119,7 +119,7 @@ int shmq__pool_deliver(struct shmq_pool *p, struct pool_entry *e, void *buf,
                        size_t cap, size_t *len, int *status);
 struct pool_entry *shmq__pool_done_peek(struct shmq_pool *p);
 void shmq__pool_done_pop(struct shmq_pool *p);
-int shmq__pool_pick_slot(struct shmq_pool *p, bool need_fence_free);
+int shmq__pool_pick_slot(struct shmq_pool *p);
 int shmq__pool_put_job(struct shmq_pool *p, unsigned w, struct iovec *iov,
                        int n, const struct pool_jobrec *rec, uint64_t *index);
 void shmq__pool_record_job(struct shmq_pool *p, unsigned w,

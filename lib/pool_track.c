@@ -185,7 +185,7 @@ bool shmq__pool_jobs_idle(const struct shmq_pool *p)
  * `taken` counter, so the choice follows the workers' progress even
  * while the owner collects nothing), starting the search after the last
  * choice. -1 when every job ring is full. */
-int shmq__pool_pick_slot(struct shmq_pool *p, bool need_fence_free)
+int shmq__pool_pick_slot(struct shmq_pool *p)
 {
     int best = -1;
     uint64_t best_load = UINT64_MAX;
@@ -194,8 +194,6 @@ int shmq__pool_pick_slot(struct shmq_pool *p, bool need_fence_free)
         unsigned w = (p->rr + k) % ws;
         struct pool_slotjobs *sj = &p->jobs[w];
         if (sj->tail - sj->head >= POOL_JOBS_PER_SLOT - 1)
-            continue;
-        if (need_fence_free && sj->fence_owed)
             continue;
         uint64_t taken = load_relaxed(&p->sh.ctl->slot[w].taken);
         /* Shared and untrusted: clamp into [head, tail]. */
