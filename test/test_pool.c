@@ -1136,6 +1136,48 @@ Test(pool_guard, owner_death_ends_workers, .timeout = 30)
     th_shared_free(r, 4096);
 }
 
+static pid_t parent_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    int ppid = -1;
+    if (f) {
+        if (fscanf(f, "%*d %*s %*c %d", &ppid) != 1)
+            ppid = -1;
+        fclose(f);
+    }
+    return ppid;
+}
+
+Test(pool_guard, fork_server_killed_breaks_pool, .timeout = 30)
+{
+    shmq_pool_t *p = pool_new(2, 0);
+    uint64_t busy = submit_sleep(p, 10 * TH_SEC);
+    uint64_t queued[20];
+    for (int i = 0; i < 20; i++)
+        queued[i] = submit_sleep(p, 10 * TH_SEC);
+    pid_t pids[2];
+    worker_pids(p, pids, 2);
+    pid_t fs = parent_of(pids[0]);
+    cr_assert_gt(fs, 1);
+    cr_assert_neq(fs, getpid(), "workers are the fork server's children");
+    kill(fs, SIGKILL);
+    cr_expect(all_gone_within(pids, 2, TH_SEC), "workers die with it");
+    int64_t t0 = th_now_ns();
+    int st = status_of(p, busy, NULL, 0, NULL);
+    cr_expect(st == -ECANCELED || st == -EOWNERDEAD, "status %d", st);
+    for (int i = 0; i < 20; i++)
+        cr_expect_eq(status_of(p, queued[i], NULL, 0, NULL), -ECANCELED);
+    cr_expect_lt(th_now_ns() - t0, 2 * TH_SEC, "nothing hangs");
+    uint64_t t;
+    cr_expect_eq(shmq_pool_submit(p, t_pid, NULL, 0, &t, SHMQ_NOWAIT),
+                 -ECANCELED);
+    cr_expect_eq(shmq_pool_close(p), 0);
+    cr_expect_eq(shmq_pool_join(p, POOL_DEADLINE), 0);
+    shmq_pool_destroy(p);
+}
+
 Test(pool_guard, recycling_changes_pids, .timeout = 30)
 {
     shmq_pool_t *p = pool_new(2, 1);
