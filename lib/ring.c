@@ -108,14 +108,16 @@ static inline __attribute__((always_inline)) uint64_t cursor_start(const struct 
     return best;
 }
 
-/* Publish a cursor hint now and then. A failed CAS means someone else
- * published one: fine, hints are only starting points. */
+/* Publish a cursor hint now and then: a plain store, no locked
+ * instruction. A slow publisher may store an older hint over a newer
+ * one; that is still at or before the true cursor (which only moves
+ * on), costs later walks a few steps, and is never trusted beyond the
+ * checks of cursor_start. */
 static void cursor_publish(uint64_t *hint, uint64_t seen, uint64_t next)
 {
     if ((pos_seq(next) & CURSOR_EVERY) == 0 &&
         pos_seq(next) - pos_seq(seen) <= (1u << 31))
-        __atomic_compare_exchange_n(hint, &seen, next, 0, __ATOMIC_RELEASE,
-                                    __ATOMIC_RELAXED);
+        store_release(hint, next);
 }
 
 /* The true tail, walking from the best start: the first unclaimed
