@@ -5,7 +5,8 @@
  * progress. Private to the owner process (never in shared memory).
  *
  *   pool.c        the public calls
- *   pool_track.c  bookkeeping: tickets, jobs, rq messages, deaths
+ *   pool_track.c  bookkeeping: tickets and jobs
+ *   pool_events.c rq messages, deaths, waiting (pump)
  *   pool_map.c    map: batching, bounded in-flight, re-dispatch
  */
 #ifndef SHMQ_POOL_OWNER_H
@@ -110,6 +111,14 @@ struct shmq_pool {
 };
 
 /* pool_track.c */
+struct pool_jobrec *shmq__pool_job_at(struct shmq_pool *p, unsigned w,
+                                      uint64_t index);
+void shmq__pool_job_resolve(struct shmq_pool *p, unsigned w,
+                            struct pool_jobrec *j);
+void shmq__pool_job_fail(struct shmq_pool *p, unsigned w, struct pool_jobrec *j,
+                         int64_t item, int status);
+void shmq__pool_put_fences(struct shmq_pool *p);
+bool shmq__pool_jobs_idle(const struct shmq_pool *p);
 struct pool_entry *shmq__pool_entry(struct shmq_pool *p, uint64_t ticket);
 struct pool_entry *shmq__pool_ticket_new(struct shmq_pool *p);
 void shmq__pool_ticket_commit(struct shmq_pool *p);
@@ -124,9 +133,9 @@ int shmq__pool_put_job(struct shmq_pool *p, unsigned w, struct iovec *iov,
                        int n, const struct pool_jobrec *rec, uint64_t *index);
 void shmq__pool_record_job(struct shmq_pool *p, unsigned w,
                            const struct pool_jobrec *rec, uint64_t *index);
+/* pool_events.c */
 int shmq__pool_pump(struct shmq_pool *p, wait_deadline_t until, bool nowait);
 void shmq__pool_check_deaths(struct shmq_pool *p);
-bool shmq__pool_jobs_idle(const struct shmq_pool *p);
 void shmq__pool_cancel_all(struct shmq_pool *p);
 
 /* pool_map.c */
