@@ -877,6 +877,131 @@ Test(pool_death, slot_keeps_working_after_deaths, .timeout = 60)
     shmq_pool_destroy(p);
 }
 
+/* The sum of a pair, after about 50 us of work: long enough for kills
+ * to land while tasks run, short enough for thousands of them. */
+static int t_add_slowly(const void *arg, size_t len, void *out, size_t cap,
+                        size_t *outlen, void *ctx)
+{
+    int64_t end = th_now_ns() + 50000;
+    while (th_now_ns() < end)
+        ;
+    return t_add(arg, len, out, cap, outlen, ctx);
+}
+
+#define KILL_TICKETS (1u << 18) /* above every task of the test */
+#define KILL_TASKS   200000
+
+struct kill_track {
+    uint64_t ticket[KILL_TICKETS]; /* open addressing on the ticket */
+    int32_t input[KILL_TICKETS];
+};
+
+static void track_put(struct kill_track *k, uint64_t t, int32_t i)
+{
+    uint32_t h = (uint32_t)(t * 0x9e3779b97f4a7c15ull >> 46);
+    while (k->ticket[h])
+        h = (h + 1) % KILL_TICKETS;
+    k->ticket[h] = t;
+    k->input[h] = i;
+}
+
+/* The input of t, or -1; the slot is marked so it is never found again
+ * (a tombstone: the table is sized for the whole test). */
+static int32_t track_take(struct kill_track *k, uint64_t t)
+{
+    uint32_t h = (uint32_t)(t * 0x9e3779b97f4a7c15ull >> 46);
+    for (unsigned n = 0; n < KILL_TICKETS && k->ticket[h]; n++) {
+        if (k->ticket[h] == t) {
+            k->ticket[h] = UINT64_MAX;
+            return k->input[h];
+        }
+        h = (h + 1) % KILL_TICKETS;
+    }
+    return -1;
+}
+
+Test(pool_death, random_kills_lose_nothing, .timeout = 120)
+{
+    /* Workers SIGKILLed at random moments (running, idle, between a
+     * result and the next job, inside a map batch) while tasks stream
+     * through submit/next and map: every task completes exactly once,
+     * with its right result or -EOWNERDEAD, never more -EOWNERDEAD than
+     * kills, and nothing hangs. Kills stay below the crash-loop bound. */
+    static struct kill_track k;
+    memset(&k, 0, sizeof k);
+    shmq_pool_t *p = pool_new(2, 0);
+    enum { M = 400 };
+    int64_t stop = th_now_ns() + 2500 * TH_MS;
+    static struct pair in[M];
+    static int64_t out[M];
+    static struct iovec args[M], res[M];
+    static int st[M];
+    uint64_t rnd = (uint64_t)th_now_ns() | 1;
+    int64_t next_kill = th_now_ns() + 100 * TH_MS;
+    int kills = 0, dead = 0, done = 0;
+    int i = 0;
+    for (bool more = true; more || done < i;) {
+        more = more && i < KILL_TASKS && th_now_ns() < stop;
+        if (more && th_now_ns() >= next_kill) {
+            int pid = shmq_pool_worker_pid(p, (unsigned)th_rand_below(&rnd, 2));
+            if (pid > 0 && kill(pid, SIGKILL) == 0)
+                kills++;
+            next_kill =
+                th_now_ns() + (int64_t)(150 + th_rand_below(&rnd, 100)) * TH_MS;
+        }
+        if (more && i % 10000 == 5000) { /* a map now and then */
+            for (int j = 0; j < M; j++) {
+                in[j] = (struct pair){j, i};
+                args[j] = (struct iovec){&in[j], sizeof in[j]};
+                res[j] = (struct iovec){&out[j], sizeof out[j]};
+            }
+            cr_assert_eq(
+                shmq_pool_map(p, t_add_slowly, args, M, res, st, POOL_DEADLINE),
+                0);
+            for (int j = 0; j < M; j++) {
+                cr_assert(st[j] == 0 || st[j] == -EOWNERDEAD, "item %d: %d", j,
+                          st[j]);
+                if (st[j] == 0)
+                    cr_assert_eq(out[j], j + i);
+                dead += st[j] == -EOWNERDEAD;
+            }
+        }
+        uint64_t t;
+        int rc = -EAGAIN;
+        if (more) {
+            struct pair pr = {i, 1000000};
+            rc = shmq_pool_submit(p, t_add_slowly, &pr, sizeof pr, &t,
+                                  SHMQ_NOWAIT);
+            cr_assert(rc == 0 || rc == -EAGAIN, "submit: %s",
+                      shmq_strerror(rc));
+            if (rc == 0)
+                track_put(&k, t, i++);
+            if (rc == 0 && i % 64)
+                continue;
+        }
+        int64_t sum = 0;
+        size_t len;
+        int s2;
+        rc = shmq_pool_next(p, &t, &sum, sizeof sum, &len, &s2, POOL_DEADLINE);
+        if (rc == -ENOENT)
+            continue;
+        cr_assert_eq(rc, 0, "next: %s", shmq_strerror(rc));
+        int32_t which = track_take(&k, t);
+        cr_assert_geq(which, 0, "ticket %llu unknown or delivered twice",
+                      (unsigned long long)t);
+        cr_assert(s2 == 0 || s2 == -EOWNERDEAD, "status %d", s2);
+        if (s2 == 0)
+            cr_assert_eq(sum, which + 1000000);
+        dead += s2 == -EOWNERDEAD;
+        done++;
+    }
+    cr_expect_leq(dead, kills, "%d tasks dead for %d kills", dead, kills);
+    cr_log_info("%d kills, %d tasks with -EOWNERDEAD", kills, dead);
+    cr_expect_eq(shmq_pool_close(p), 0);
+    cr_expect_eq(shmq_pool_join(p, POOL_DEADLINE), 0);
+    shmq_pool_destroy(p);
+}
+
 /* Returns its pid, then has the kernel SIGKILL it `arg` ns later: after
  * its result was committed, while it goes back for the next task. */
 static int t_die_after_return(const void *arg, size_t len, void *out,
