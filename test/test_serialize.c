@@ -115,8 +115,8 @@ struct bg {
     const void *arg;
     size_t n;
     unsigned flags;
-    pid_t tid;   /* atomic */
-    int done;    /* atomic */
+    pid_t tid; /* atomic */
+    int done;  /* atomic */
     int rc;
     struct iovec out[16];
     unsigned char buf[1024];
@@ -215,8 +215,8 @@ Test(serialize, putv_emsgsize_total_and_overflow, .timeout = 10)
     struct iovec wrap[2] = {{big, SIZE_MAX}, {big, 2}};
     cr_assert_eq(shmq_putv(q, wrap, 2, SHMQ_NOWAIT), -EMSGSIZE,
                  "a total that overflows size_t");
-    struct iovec wrap3[3] = {{big, SIZE_MAX / 2 + 1}, {big, SIZE_MAX / 2 + 1},
-                             {big, 3}};
+    struct iovec wrap3[3] = {
+        {big, SIZE_MAX / 2 + 1}, {big, SIZE_MAX / 2 + 1}, {big, 3}};
     cr_assert_eq(shmq_putv(q, wrap3, 3, SHMQ_NOWAIT), -EMSGSIZE,
                  "three pieces that wrap to 3 bytes");
     /* -EINVAL comes before -EMSGSIZE, wherever the bad entry is. */
@@ -264,8 +264,7 @@ Test(serialize, put_many_argument_errors, .timeout = 10)
              * nothing to put. */
             cr_assert_eq(shmq_put_many(q, NULL, 0, fl, SHMQ_NOWAIT), 0,
                          "n 0, msgs NULL");
-            cr_assert_eq(shmq_put_many(q, ok, 0, fl, SHMQ_FOREVER), 0,
-                         "n 0");
+            cr_assert_eq(shmq_put_many(q, ok, 0, fl, SHMQ_FOREVER), 0, "n 0");
         }
         shmq_close(q);
     }
@@ -318,8 +317,8 @@ Test(serialize, put_begin_argument_errors, .timeout = 10)
         if (!closed) {
             /* Before the state: a full queue does not make it wait. */
             fill_empty(q);
-            cr_assert_eq(shmq_put_begin(q, mm + 1, &m, SHMQ_FOREVER),
-                         -EMSGSIZE, "max_len above max_message when full");
+            cr_assert_eq(shmq_put_begin(q, mm + 1, &m, SHMQ_FOREVER), -EMSGSIZE,
+                         "max_len above max_message when full");
             drain(q);
             shmq_close(q);
         }
@@ -397,8 +396,7 @@ Test(serialize, closed_wins_for_puts, .timeout = 10)
     int64_t t0 = th_now_ns();
     cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_FOREVER), -EPIPE, "putv");
     cr_assert_eq(shmq_putv(q, iov, 2, SHMQ_NOWAIT), -EPIPE, "putv nowait");
-    cr_assert_eq(shmq_put_many(q, iov, 2, 0, SHMQ_FOREVER), -EPIPE,
-                 "put_many");
+    cr_assert_eq(shmq_put_many(q, iov, 2, 0, SHMQ_FOREVER), -EPIPE, "put_many");
     cr_assert_eq(shmq_put_many(q, iov, 2, SHMQ_ALL, SHMQ_FOREVER), -EPIPE,
                  "put_many SHMQ_ALL");
     cr_assert_eq(shmq_put_many(q, iov, 2, 0, 100 * TH_MS), -EPIPE,
@@ -516,8 +514,8 @@ Test(serialize, positive_timeouts_expire, .timeout = 30)
     struct iovec msgs[4];
     struct shmq_msg m;
     int64_t t0 = th_now_ns();
-    expect_timed_out("get_many",
-                     shmq_get_many(q, buf, sizeof buf, msgs, 4, T), t0, T);
+    expect_timed_out("get_many", shmq_get_many(q, buf, sizeof buf, msgs, 4, T),
+                     t0, T);
     t0 = th_now_ns();
     expect_timed_out("get_begin", shmq_get_begin(q, &m, T), t0, T);
     fill_empty(q);
@@ -528,8 +526,8 @@ Test(serialize, positive_timeouts_expire, .timeout = 30)
     t0 = th_now_ns();
     expect_timed_out("put_many", shmq_put_many(q, iov, 2, 0, T), t0, T);
     t0 = th_now_ns();
-    expect_timed_out("put_many ALL", shmq_put_many(q, iov, 2, SHMQ_ALL, T),
-                     t0, T);
+    expect_timed_out("put_many ALL", shmq_put_many(q, iov, 2, SHMQ_ALL, T), t0,
+                     T);
     t0 = th_now_ns();
     expect_timed_out("put_begin", shmq_put_begin(q, 1, &m, T), t0, T);
     cr_assert_eq(shmq_qsize(q), 8, "qsize");
@@ -817,8 +815,7 @@ Test(serialize, put_many_all_that_never_fits_is_emsgsize, .timeout = 20)
         full[i] = (struct iovec){msg, 64};
     fill_empty(q);
     cr_assert_eq(shmq_put_many(q, full, fit + 1, SHMQ_ALL, SHMQ_FOREVER),
-                 -EMSGSIZE, "%zu 64-byte messages, room for %zu", fit + 1,
-                 fit);
+                 -EMSGSIZE, "%zu 64-byte messages, room for %zu", fit + 1, fit);
     drain(q);
     cr_assert_eq(shmq_put_many(q, full, fit, SHMQ_ALL, SHMQ_NOWAIT), (int)fit,
                  "exactly the capacity in 64-byte messages");
@@ -875,8 +872,8 @@ Test(serialize, put_many_all_large_batch, .timeout = 20)
     for (int round = 0; round < 3; round++) {
         cr_assert_eq(shmq_put_many(q, iov, 300, SHMQ_ALL, SHMQ_NOWAIT), 300,
                      "300 at once");
-        cr_assert_eq(shmq_put_many(q, iov, 300, SHMQ_ALL, SHMQ_NOWAIT),
-                     -EAGAIN, "300 more into 212");
+        cr_assert_eq(shmq_put_many(q, iov, 300, SHMQ_ALL, SHMQ_NOWAIT), -EAGAIN,
+                     "300 more into 212");
         for (uint32_t i = 0; i < 300; i++)
             cr_assert_eq(get_u32(q), i, "order");
     }
@@ -895,11 +892,11 @@ Test(serialize, put_many_all_large_batch, .timeout = 20)
 struct race {
     shmq_t *q;
     uint32_t id;
-    int rc[256];        /* producers: each batch's result */
+    int rc[256]; /* producers: each batch's result */
     uint32_t nbatch;
     uint32_t got[2048]; /* consumers: values taken */
     uint32_t ngot;
-    int after;          /* consumers: a get after -EPIPE */
+    int after; /* consumers: a get after -EPIPE */
 };
 
 static void *race_producer(void *p)
@@ -927,13 +924,12 @@ static void *race_consumer(void *p)
     uint64_t buf[16];
     struct iovec msgs[8];
     for (;;) {
-        int n = r->id ? shmq_get_many(r->q, buf, sizeof buf, msgs, 8,
-                                      5 * TH_SEC)
-                      : shmq_get_many(r->q, buf, sizeof buf, msgs, 1,
-                                      5 * TH_SEC);
+        int n = r->id
+                    ? shmq_get_many(r->q, buf, sizeof buf, msgs, 8, 5 * TH_SEC)
+                    : shmq_get_many(r->q, buf, sizeof buf, msgs, 1, 5 * TH_SEC);
         if (n < 0) {
-            r->after = shmq_get_many(r->q, buf, sizeof buf, msgs, 8,
-                                     SHMQ_NOWAIT);
+            r->after =
+                shmq_get_many(r->q, buf, sizeof buf, msgs, 8, SHMQ_NOWAIT);
             r->rc[0] = n;
             return NULL;
         }
@@ -1143,8 +1139,7 @@ Test(serialize, get_many_as_many_as_fit, .timeout = 20)
                          msgs[r - 1].iov_len;
             size_t at = (end + 7) & ~(size_t)7;
             cr_assert_gt(at + pack_lens[r], cap,
-                         "cap %zu: stopped at %d though the next fits", cap,
-                         r);
+                         "cap %zu: stopped at %d though the next fits", cap, r);
         }
         cr_assert_eq(shmq_qsize(q), PACK_N - (size_t)r, "cap %zu: qsize", cap);
         shmq_release(q);
@@ -1194,8 +1189,7 @@ Test(serialize, get_many_zero_byte_messages_without_buf, .timeout = 10)
 
 static int get_many_forever(struct bg *b)
 {
-    return shmq_get_many(b->q, b->buf, sizeof b->buf, b->out, 16,
-                         SHMQ_FOREVER);
+    return shmq_get_many(b->q, b->buf, sizeof b->buf, b->out, 16, SHMQ_FOREVER);
 }
 
 static int put_later(void *p)
@@ -1473,8 +1467,8 @@ static void *hold_many(void *p)
     pthread_barrier_wait(h->bar);
     /* End them in the other order than they began. */
     if (shmq_put_commit(h->q, &r[1], 4) != 0 ||
-        shmq_put_commit(h->q, &r[0], 4) != 0 || shmq_get_end(h->q, &g[1]) != 0 ||
-        shmq_get_end(h->q, &g[0]) != 0)
+        shmq_put_commit(h->q, &r[0], 4) != 0 ||
+        shmq_get_end(h->q, &g[1]) != 0 || shmq_get_end(h->q, &g[0]) != 0)
         return NULL;
     h->rc = 0;
     return NULL;
@@ -2535,8 +2529,8 @@ Test(serialize, scribbled_region_never_crashes_or_hangs, .timeout = 120)
         struct stat st;
         cr_assert_eq(fstat(shmq_fd(q), &st), 0, "fstat");
         size_t size = (size_t)st.st_size;
-        unsigned char *map = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED, shmq_fd(q), 0);
+        unsigned char *map =
+            mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, shmq_fd(q), 0);
         cr_assert_neq(map, MAP_FAILED, "mmap");
         const struct shmq_identity *id = (const struct shmq_identity *)map;
         uint64_t desc = id->desc_offset,
@@ -2576,13 +2570,14 @@ struct stress {
     shmq_t *q;
     uint32_t per_producer;
     uint32_t id;
-    uint8_t *seen; /* shared: [S_PROD][per_producer] counters */
+    uint8_t *seen;   /* shared: [S_PROD][per_producer] counters */
     uint64_t *taken; /* shared: messages each consumer took */
 };
 
 static size_t stress_len(uint64_t *rng)
 {
-    return TH_PAYLOAD_MIN + (size_t)th_rand_below(rng, S_MAXLEN - TH_PAYLOAD_MIN);
+    return TH_PAYLOAD_MIN +
+           (size_t)th_rand_below(rng, S_MAXLEN - TH_PAYLOAD_MIN);
 }
 
 static int stress_putv(struct stress *s, uint64_t *rng, uint32_t seq)
@@ -2695,14 +2690,16 @@ static int stress_consumer(void *p)
     struct iovec msgs[16];
     for (;;) {
         if (th_rand_below(&rng, 2)) {
-            size_t cap = S_MAXLEN + (size_t)th_rand_below(&rng, sizeof buf - S_MAXLEN);
+            size_t cap =
+                S_MAXLEN + (size_t)th_rand_below(&rng, sizeof buf - S_MAXLEN);
             size_t max = 1 + (size_t)th_rand_below(&rng, 16);
             int r = shmq_get_many(s->q, buf, cap, msgs, max, 10 * TH_SEC);
             if (r == -EPIPE)
                 return 0;
             TH_CHECK(r >= 1 && (size_t)r <= max);
             for (int i = 0; i < r; i++) {
-                TH_CHECK((size_t)((unsigned char *)msgs[i].iov_base - buf) % 8 == 0);
+                TH_CHECK(
+                    (size_t)((unsigned char *)msgs[i].iov_base - buf) % 8 == 0);
                 if (stress_seen(s, msgs[i].iov_base, msgs[i].iov_len, last))
                     return 1;
             }
@@ -2803,7 +2800,7 @@ static int kill_producer(void *p)
             th_payload_fill(msg[1], len2, w->id, seq + 1);
             struct iovec iov[2] = {{msg[0], len}, {msg[1], len2}};
             r = shmq_put_many(w->q, iov, 2, SHMQ_ALL, SHMQ_FOREVER) == 2 ? 0
-                                                                        : -1;
+                                                                         : -1;
             seq += 2;
         }
         }
@@ -2837,8 +2834,7 @@ static int kill_consumer(void *p)
             if (shmq_get_end(w->q, &g) != 0)
                 return 1;
         } else {
-            int n = shmq_get_many(w->q, buf, sizeof buf, msgs, 8,
-                                  SHMQ_FOREVER);
+            int n = shmq_get_many(w->q, buf, sizeof buf, msgs, 8, SHMQ_FOREVER);
             if (n < 1)
                 return 1;
             for (int i = 0; i < n; i++)
@@ -2851,8 +2847,8 @@ static void kill_and_reap(pid_t pid)
 {
     kill(pid, SIGKILL);
     int st = th_wait_pid(pid, 10 * TH_SEC);
-    cr_assert(st >= 0 && (WIFSIGNALED(st) || (WIFEXITED(st) &&
-                                              WEXITSTATUS(st) == 0)),
+    cr_assert(st >= 0 &&
+                  (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0)),
               "a worker failed before it was killed (status %x)", st);
 }
 

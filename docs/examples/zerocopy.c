@@ -104,9 +104,8 @@ static int consume(shmq_t *q)
 int main(void)
 {
     /* Room for 64 records at most, and at most 16 of the largest. */
-    struct shmq_config cfg = {.maxsize = 64,
-                              .capacity = 16 * MAX_RECORD,
-                              .max_message = MAX_RECORD};
+    struct shmq_config cfg = {
+        .maxsize = 64, .capacity = 16 * MAX_RECORD, .max_message = MAX_RECORD};
     shmq_t *q;
     int rc = shmq_create(&q, &cfg);
     if (rc < 0) {
