@@ -386,7 +386,7 @@ static void fill_table(const struct bench *b, FILE *out)
     if (!any)
         return;
     fprintf(out, "\n### Queue fill while the producers ran (mean fraction "
-                 "of the queue in use, sampled every ms; median over "
+                 "of the queue in use, sampled every 4-5 ms; median over "
                  "rounds; 0 = empty, consumers wait; 1 = full, producers "
                  "wait)\n\n| P×C | size |");
     for (size_t j = 0; j < b->ncols; j++)
