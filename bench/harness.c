@@ -239,10 +239,10 @@ static pid_t spawn(int (*fn)(struct chan *, struct ctl *, unsigned),
 }
 
 /* Sleep for secs, looking at how full the queue is ten times (at most
- * every 5 ms); the mean
- * tells which side waits for which. A ring's fill is two shared words;
- * shmq's qsize walks the descriptors in flight, up to 65536 of them
- * (~0.1 ms) when full: every 5 ms keeps that near 2% of a CPU. */
+ * every 5 ms); the mean tells which side waits for which. A ring's fill
+ * is two shared words; shmq's qsize walks the descriptors in flight, up
+ * to 65536 of them (~0.1 ms) when full: every 5 ms keeps that near 2%
+ * of a CPU. */
 static double sample_fill(struct chan *ch, double secs)
 {
     double sum = 0, end = now_sec() + secs;
