@@ -662,12 +662,16 @@ typedef int (*shmq_task_fn)(const void *arg, size_t arglen, void *out,
 #define SHMQ_POOL_MAX_PENDING 8192u
 
 struct shmq_pool_config {
-    unsigned workers;             /**< 0 = online CPUs */
-    size_t max_message;           /**< largest argument or result; 0 = default */
-    unsigned max_tasks_per_child; /**< 0 = unlimited; a map batch is one */
-    int (*initializer)(void *ctx);/**< run once in each worker; non-zero
-                                       breaks the pool */
-    void *ctx;                    /**< given to initializer and tasks */
+    /** 0 = online CPUs */
+    unsigned workers;
+    /** largest argument or result; 0 = default */
+    size_t max_message;
+    /** 0 = unlimited; a map batch counts as one */
+    unsigned max_tasks_per_child;
+    /** run once in each worker; non-zero breaks the pool */
+    int (*initializer)(void *ctx);
+    /** given to the initializer and to every task */
+    void *ctx;
 };
 
 /**
@@ -827,8 +831,7 @@ struct shmq_pool_death {
  * its calls runs after it. Returns 0 and *d, -EINVAL (p or d NULL),
  * -ENOENT (no such death remembered). Does not block.
  */
-int shmq_pool_death(shmq_pool_t *p, uint64_t ticket,
-                    struct shmq_pool_death *d);
+int shmq_pool_death(shmq_pool_t *p, uint64_t ticket, struct shmq_pool_death *d);
 
 /**
  * The pid of worker slot `worker` (0 .. workers - 1) now, e.g. to watch
