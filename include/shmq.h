@@ -675,9 +675,9 @@ struct shmq_pool_config {
 };
 
 /**
- * Create a pool and start its workers (asynchronously: an initializer
- * that fails shows as a broken pool, see shmq_pool_submit). cfg may be
- * NULL for all defaults.
+ * Create a pool and start its workers. They start asynchronously: an
+ * initializer that fails shows as a broken pool (see shmq_pool_submit).
+ * cfg may be NULL for all defaults.
  *
  * Returns 0 and *p, or -EINVAL (p NULL, workers above
  * SHMQ_POOL_MAX_WORKERS, max_message above SHMQ_POOL_MAX_MESSAGE),
@@ -826,16 +826,16 @@ struct shmq_pool_death {
 };
 
 /**
- * How the worker that ran ticket died (ticket 0: the latest death seen).
- * The pool remembers its last 64 deaths; it sees a death when one of
+ * How the worker that ran a ticket died. Ticket 0 asks for the latest
+ * death seen. The pool remembers its last 64 deaths; it sees a death when one of
  * its calls runs after it. Returns 0 and *d, -EINVAL (p or d NULL),
  * -ENOENT (no such death remembered). Does not block.
  */
 int shmq_pool_death(shmq_pool_t *p, uint64_t ticket, struct shmq_pool_death *d);
 
 /**
- * The pid of worker slot `worker` (0 .. workers - 1) now, e.g. to watch
- * it. Returns the pid (> 0), -EINVAL (p NULL, worker out of range),
+ * The pid of the worker in a slot now. worker is 0 .. workers - 1; use
+ * it to watch the worker, say. Returns the pid (> 0), -EINVAL (p NULL, worker out of range),
  * -ESRCH (the slot has no worker: being replaced, or the pool stopped).
  * The pid may belong to a worker that just died. Does not block.
  */
