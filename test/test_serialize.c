@@ -1820,12 +1820,18 @@ Test(serialize, release_ends_reservations_and_borrows, .timeout = 20)
         put_u32(q, i);
     cr_assert(shmq_full(q), "full: 1 borrow, 2 reservations, 5 messages");
     shmq_release(h2);
+    /* A new handle may take the released one's participant slot: what
+     * that slot held must be over by then, not left to look like the
+     * newcomer's (which nobody would recover). */
+    shmq_t *h3 = NULL;
+    cr_assert_eq(shmq_from_fd(&h3, shmq_fd(q)), 0, "from_fd");
     for (uint32_t i = 1; i < 6; i++)
         cr_assert_eq(get_u32(q), i, "order");
     size_t len;
     cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), -EAGAIN,
                  "a released reservation was delivered");
     cr_assert_eq(fill_empty(q), 8, "the room came back");
+    shmq_release(h3);
     shmq_release(q);
 }
 
@@ -2323,21 +2329,27 @@ Test(serialize, put_many_wakes_a_sleeper_per_message, .timeout = 60)
 
 /* A producer asleep on a full queue whose oldest record is a
  * reservation: the abort gives the room back as a get would. */
-static int64_t room_by(bool abort_it)
+enum room_how { ROOM_GET, ROOM_ABORT, ROOM_GET_END };
+
+static int64_t room_by(enum room_how how)
 {
     shmq_t *q = make(4, 4096, 64, 0);
     struct shmq_msg m;
-    if (abort_it)
+    if (how == ROOM_ABORT)
         cr_assert_eq(shmq_put_begin(q, 8, &m, SHMQ_NOWAIT), 0, "put_begin");
     else
         put_u32(q, 9);
+    if (how == ROOM_GET_END)
+        cr_assert_eq(shmq_get_begin(q, &m, SHMQ_NOWAIT), 0, "get_begin");
     for (uint32_t i = 0; i < 3; i++)
         put_u32(q, i);
     struct sleeper w;
     sleeper_start(&w, q, 2, 0);
     int64_t t0 = th_now_ns();
-    if (abort_it)
+    if (how == ROOM_ABORT)
         cr_assert_eq(shmq_put_abort(q, &m), 0, "abort");
+    else if (how == ROOM_GET_END)
+        cr_assert_eq(shmq_get_end(q, &m), 0, "get_end");
     else
         cr_assert_eq(get_u32(q), 9, "get");
     int64_t dt = sleeper_join(&w, t0);
@@ -2350,10 +2362,20 @@ Test(serialize, put_abort_wakes_a_producer_waiting_for_room, .timeout = 60)
 {
     int64_t abort_lat[WAKE_TRIALS], get_lat[WAKE_TRIALS];
     for (int i = 0; i < WAKE_TRIALS; i++) {
-        get_lat[i] = room_by(false);
-        abort_lat[i] = room_by(true);
+        get_lat[i] = room_by(ROOM_GET);
+        abort_lat[i] = room_by(ROOM_ABORT);
     }
     expect_like("room of an aborted reservation", abort_lat, get_lat);
+}
+
+Test(serialize, get_end_wakes_a_producer_waiting_for_room, .timeout = 60)
+{
+    int64_t end_lat[WAKE_TRIALS], get_lat[WAKE_TRIALS];
+    for (int i = 0; i < WAKE_TRIALS; i++) {
+        get_lat[i] = room_by(ROOM_GET);
+        end_lat[i] = room_by(ROOM_GET_END);
+    }
+    expect_like("room of an ended borrow", end_lat, get_lat);
 }
 
 /* Two consumers asleep, the first with a buffer too small: woken for a
