@@ -174,13 +174,18 @@ Test(serialize, putv_argument_errors, .timeout = 10)
     struct iovec ok[2] = {{&x, 1}, {&x, 1}};
     struct iovec nullbase[2] = {{&x, 1}, {NULL, 1}};
     struct iovec nullzero[2] = {{&x, 1}, {NULL, 0}};
+    /* One entry too many, every one of them valid: only the count is
+     * wrong. */
+    static struct iovec many[IOV_MAX + 1];
+    for (int i = 0; i <= IOV_MAX; i++)
+        many[i] = (struct iovec){&x, 0};
     for (int closed = 0; closed < 2; closed++) {
         /* After close too: argument errors before the queue's state. */
         cr_assert_eq(shmq_putv(NULL, ok, 2, SHMQ_NOWAIT), -EINVAL, "q NULL");
         cr_assert_eq(shmq_putv(q, ok, -1, SHMQ_NOWAIT), -EINVAL, "iovcnt -1");
         cr_assert_eq(shmq_putv(q, ok, INT_MIN, SHMQ_NOWAIT), -EINVAL,
                      "iovcnt INT_MIN");
-        cr_assert_eq(shmq_putv(q, ok, IOV_MAX + 1, SHMQ_NOWAIT), -EINVAL,
+        cr_assert_eq(shmq_putv(q, many, IOV_MAX + 1, SHMQ_NOWAIT), -EINVAL,
                      "iovcnt above IOV_MAX");
         cr_assert_eq(shmq_putv(q, NULL, 1, SHMQ_NOWAIT), -EINVAL,
                      "iov NULL with iovcnt 1");
