@@ -771,7 +771,9 @@ int shmq_pool_map(shmq_pool_t *p, shmq_task_fn fn, const struct iovec *args,
 
 /**
  * Cancel a submitted task whose result was not collected. Not started:
- * it will not run. Running: its worker is killed and replaced. Either
+ * it will not run (the last 64 cancels are remembered; an older one may
+ * still run, and its result is dropped). Running: its worker is killed
+ * and replaced. Either
  * way the ticket completes at once with status -ECANCELED (collect it
  * with wait or next). Returns 0, -EINVAL (p NULL), -ENOENT (ticket
  * unknown or collected), -EALREADY (it has finished: its result is
