@@ -36,32 +36,6 @@ static int64_t iov_total(const struct iovec *iov, int iovcnt, uint64_t max)
     return too_big ? -EMSGSIZE : (int64_t)total;
 }
 
-struct putv_op {
-    const struct iovec *iov;
-    int iovcnt;
-    uint64_t len;
-};
-
-static int putv_attempt(struct shmq *q, void *arg, struct ring_stall *s)
-{
-    const struct putv_op *op = arg;
-    if (shmq__closed(q))
-        return -EPIPE;
-    struct ring_ref ref;
-    int rc = shmq__ring_claim(q, op->len, &ref, s);
-    if (rc < 0)
-        return rc;
-    /* The ring is mapped twice in a row: the record is contiguous. */
-    unsigned char *dst = ring_addr(q, ref.pos);
-    for (int i = 0; i < op->iovcnt; i++) {
-        if (op->iov[i].iov_len)
-            memcpy(dst, op->iov[i].iov_base, op->iov[i].iov_len);
-        dst += op->iov[i].iov_len;
-    }
-    rc = shmq__ring_commit(q, &ref, op->len);
-    return rc < 0 ? rc : shmq__put_settle(q, &ref);
-}
-
 SHMQ_PUBLIC int shmq_putv(shmq_t *q, const struct iovec *iov, int iovcnt,
                           int64_t timeout_ns)
 {
@@ -70,8 +44,9 @@ SHMQ_PUBLIC int shmq_putv(shmq_t *q, const struct iovec *iov, int iovcnt,
     int64_t total = iov_total(iov, iovcnt, q->geo.max_message);
     if (total < 0)
         return (int)total;
-    struct putv_op op = {iov, iovcnt, (uint64_t)total};
-    return shmq__run(q, putv_attempt, &op, &q->hdr->not_full.word, timeout_ns);
+    struct shmq__putv_op op = {iov, iovcnt, (uint64_t)total};
+    return shmq__run(q, shmq__putv_attempt, &op, &q->hdr->not_full.word,
+                     timeout_ns);
 }
 
 /* ------------------------------------------------------------------ */

@@ -207,22 +207,22 @@ int shmq__put_settle(struct shmq *q, const struct ring_ref *ref)
     return rc;
 }
 
-struct put_op {
-    const void *msg;
-    size_t len;
-};
-
-static int put_attempt(struct shmq *q, void *arg, struct ring_stall *s)
+int shmq__putv_attempt(struct shmq *q, void *arg, struct ring_stall *s)
 {
-    const struct put_op *op = arg;
+    const struct shmq__putv_op *op = arg;
     if (shmq__closed(q))
         return -EPIPE;
     struct ring_ref ref;
     int rc = shmq__ring_claim(q, op->len, &ref, s);
     if (rc < 0)
         return rc;
-    if (op->len)
-        memcpy(ring_addr(q, ref.pos), op->msg, op->len);
+    /* The ring is mapped twice in a row: the record is contiguous. */
+    unsigned char *dst = ring_addr(q, ref.pos);
+    for (int i = 0; i < op->iovcnt; i++) {
+        if (op->iov[i].iov_len)
+            memcpy(dst, op->iov[i].iov_base, op->iov[i].iov_len);
+        dst += op->iov[i].iov_len;
+    }
     rc = shmq__ring_commit(q, &ref, op->len);
     return rc < 0 ? rc : shmq__put_settle(q, &ref);
 }
@@ -234,14 +234,16 @@ SHMQ_PUBLIC int shmq_put(shmq_t *q, const void *msg, size_t len,
         return -EINVAL;
     if (len > q->geo.max_message)
         return -EMSGSIZE;
-    struct put_op op = {msg, len};
+    struct iovec one = {(void *)msg, len};
+    struct shmq__putv_op op = {&one, 1, len};
     if (likely(shmq__liveness_current(q))) { /* the fast path: one try */
         struct ring_stall s = {0};
-        int rc = put_attempt(q, &op, &s);
+        int rc = shmq__putv_attempt(q, &op, &s);
         if (shmq__final(rc))
             return rc;
     }
-    return shmq__run(q, put_attempt, &op, &q->hdr->not_full.word, timeout_ns);
+    return shmq__run(q, shmq__putv_attempt, &op, &q->hdr->not_full.word,
+                     timeout_ns);
 }
 
 struct get_op {

@@ -6,7 +6,19 @@
 #ifndef SHMQ_QUEUE_H
 #define SHMQ_QUEUE_H
 
+#include <sys/uio.h>
+
 #include "ring.h"
+
+/* One message from several pieces: put and putv. */
+struct shmq__putv_op {
+    const struct iovec *iov;
+    int iovcnt;
+    uint64_t len; /* their total */
+};
+
+/* The attempt of put and putv (attempt_fn). */
+int shmq__putv_attempt(struct shmq *q, void *arg, struct ring_stall *s);
 
 /* After a commit: withdraw the record if the queue was closed before it
  * (a consumer may have concluded it was drained). 0 (the message stays

@@ -611,43 +611,40 @@ bool shmq__ring_recover(struct shmq *q, const struct ring_stall *stall)
     return done;
 }
 
-void shmq__ring_recover_owner(struct shmq *q, unsigned slot)
+/* End the records in flight of `slot` (between release and the tail):
+ * a dead holder's are recovered; our own, at release of the handle, are
+ * aborted (writers) or freed without counting a lost task (readers: the
+ * message was delivered to this process). */
+static void end_records_of(struct shmq *q, unsigned slot, bool dead)
 {
-    /* Records in flight lie between release and the tail. */
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)
         return;
     for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
         uint64_t w = load_acquire(&ring_desc(q, s)->word);
         unsigned st = desc_state(w);
-        if (desc_seq(w) == s && desc_owner(w) == slot &&
-            (st == DESC_WRITING || st == DESC_SKIPPED ||
-             st == DESC_READING) &&
-            units_ok(q, desc_units(w)))
+        if (desc_seq(w) != s || desc_owner(w) != slot ||
+            !units_ok(q, desc_units(w)))
+            continue;
+        if (st == DESC_WRITING || st == DESC_SKIPPED)
+            abort_writing(q, w);
+        else if (st == DESC_READING && dead)
             shmq__ring_recover(q, &(struct ring_stall){true, w});
+        else if (st == DESC_READING)
+            cas_acq_rel(&ring_desc(q, s)->word, &w,
+                        desc_pack(s, DESC_FREE, slot, desc_units(w)));
     }
+    shmq__ring_advance_release(q);
+}
+
+void shmq__ring_recover_owner(struct shmq *q, unsigned slot)
+{
+    end_records_of(q, slot, true);
 }
 
 void shmq__ring_end_owned(struct shmq *q)
 {
-    uint64_t r = load_acquire(&q->hdr->release.word), t;
-    if (tail_find(q, &r, &t) < 0)
-        return;
-    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
-        uint64_t w = load_acquire(&ring_desc(q, s)->word);
-        unsigned st = desc_state(w);
-        if (desc_seq(w) != s || desc_owner(w) != q->slot ||
-            !units_ok(q, desc_units(w)))
-            continue;
-        if (st == DESC_WRITING || st == DESC_SKIPPED) {
-            abort_writing(q, w);
-        } else if (st == DESC_READING) {
-            /* delivered to this process: no task accounting change */
-            cas_acq_rel(&ring_desc(q, s)->word, &w,
-                        desc_pack(s, DESC_FREE, q->slot, desc_units(w)));
-        }
-    }
-    shmq__ring_advance_release(q);
+    end_records_of(q, q->slot, false);
 }
 
 /* ------------------------------------------------------------------ */
