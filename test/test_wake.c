@@ -195,3 +195,62 @@ Test(wake, a_burst_to_one_sleeper_pays_about_one_wake, .timeout = 60)
     th_shared_free(t_got, sizeof *t_got);
     shmq_release(q);
 }
+
+struct pingpong {
+    shmq_t *ping, *pong;
+    int64_t spin_ns;
+    int rounds;
+};
+
+/* Child: answer every ping with a pong. */
+static int ponger(void *arg)
+{
+    struct pingpong *p = arg;
+    TH_CHECK_EQ(shmq_set_spin(p->ping, p->spin_ns), 0);
+    char buf[8];
+    size_t len;
+    for (int i = 0; i < p->rounds; i++) {
+        TH_CHECK_EQ(shmq_get(p->ping, buf, sizeof buf, &len, 10 * TH_SEC), 0);
+        TH_CHECK_EQ(shmq_put(p->pong, buf, len, 10 * TH_SEC), 0);
+    }
+    return 0;
+}
+
+/* Wakes both sides paid over `rounds` round trips with the given spin. */
+static uint32_t pingpong_wakes(int64_t spin_ns, int rounds)
+{
+    shmq_t *ping = make(8), *pong = make(8);
+    struct pingpong p = {ping, pong, spin_ns, rounds};
+    cr_assert_eq(shmq_set_spin(pong, spin_ns), 0);
+    pid_t pid = th_fork(ponger, &p);
+    struct shmq *a = ping, *b = pong;
+    uint32_t w0 = wakes_paid(&a->hdr->not_empty.word) +
+                  wakes_paid(&b->hdr->not_empty.word);
+    char buf[8];
+    size_t len;
+    for (int i = 0; i < rounds; i++) {
+        cr_assert_eq(shmq_put(ping, "p", 1, 10 * TH_SEC), 0);
+        cr_assert_eq(shmq_get(pong, buf, sizeof buf, &len, 10 * TH_SEC), 0);
+    }
+    th_assert_child_ok_within(pid, 10 * TH_SEC);
+    uint32_t paid = wakes_paid(&a->hdr->not_empty.word) +
+                    wakes_paid(&b->hdr->not_empty.word) - w0;
+    shmq_release(ping);
+    shmq_release(pong);
+    return paid;
+}
+
+/* The adaptive wait: an answer that comes within the spin is taken
+ * without a sleep, so nobody pays for a wake. Compared, in the same run,
+ * with no spin, where every round trip sleeps twice. */
+Test(wake, the_adaptive_spin_avoids_sleeps, .timeout = 60)
+{
+    enum { ROUNDS = 2000 };
+    uint32_t asleep = pingpong_wakes(0, ROUNDS);
+    uint32_t spun = pingpong_wakes(200 * 1000, ROUNDS);
+    cr_log_info("wakes over %d round trips: %u with no spin, %u spinning "
+                "200 us",
+                ROUNDS, asleep, spun);
+    cr_assert_gt(asleep, ROUNDS / 2, "without a spin, round trips sleep");
+    cr_assert_lt(spun * 4, asleep, "the spin did not avoid the sleeps");
+}
