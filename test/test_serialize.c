@@ -14,7 +14,8 @@
  * Tests of rules the library breaks today are built with
  * -DSHMQ_KNOWN_BUGS only (so that the shared tree stays green), each with
  * a comment saying what goes wrong: short_commit_gives_unused_room_back,
- * joinable_open_reservation_is_no_task, put_many_all_racing_close.
+ * joinable_open_reservation_is_no_task, put_many_all_racing_close,
+ * a_waiting_batch_does_not_swallow_a_room_wake.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -2382,6 +2383,53 @@ Test(serialize, get_end_wakes_a_producer_waiting_for_room, .timeout = 60)
     }
     expect_like("room of an ended borrow", end_lat, get_lat);
 }
+
+/* A batch waiting for room for two, then a put waiting for room for one;
+ * one record's room comes back: the put goes in as soon as it would
+ * without the batch ahead of it.
+ * Known bug (wake-one, lib/attempt.c): the one wake goes to the batch,
+ * which cannot use it and sleeps again; the put sleeps on until its
+ * periodic recheck (~70 ms here). A big put ahead of a small one does
+ * the same. */
+#ifdef SHMQ_KNOWN_BUGS
+static int batch_of_two(struct bg *b)
+{
+    return shmq_put_many(b->q, values(50, 2), 2, SHMQ_ALL, 10 * TH_SEC);
+}
+
+static int64_t room_past_a_batch(bool batch_ahead)
+{
+    shmq_t *q = make(4, 4096, 64, 0);
+    for (uint32_t i = 0; i < 4; i++)
+        put_u32(q, i);
+    struct bg b;
+    if (batch_ahead) {
+        bg_start(&b, batch_of_two, q);
+        bg_blocked(&b);
+    }
+    struct sleeper w;
+    sleeper_start(&w, q, 2, 0);
+    int64_t t0 = th_now_ns();
+    cr_assert_eq(get_u32(q), 0, "get");
+    int64_t dt = sleeper_join(&w, t0);
+    cr_assert_eq(w.rc, 0, "put: %d", w.rc);
+    shmq_close(q);
+    if (batch_ahead)
+        cr_assert_eq(bg_join(&b), -EPIPE, "the batch never fitted");
+    shmq_release(q);
+    return dt;
+}
+
+Test(serialize, a_waiting_batch_does_not_swallow_a_room_wake, .timeout = 60)
+{
+    int64_t behind[WAKE_TRIALS], alone[WAKE_TRIALS];
+    for (int i = 0; i < WAKE_TRIALS; i++) {
+        alone[i] = room_past_a_batch(false);
+        behind[i] = room_past_a_batch(true);
+    }
+    expect_like("a put behind a waiting SHMQ_ALL batch", behind, alone);
+}
+#endif
 
 /* Two consumers asleep, the first with a buffer too small: woken for a
  * message it cannot take (-ENOBUFS), it passes the wake on. */
