@@ -528,7 +528,11 @@ int shmq_evloop_set_path(int path);
  * when timeout_ns >= 0 (plus an IORING_OP_LINK_TIMEOUT counting from
  * submission, rounded up by at most 1/16). Both carry user_data; keep it
  * unique among armed waits.
- * Nothing is submitted: the caller calls io_uring_submit().
+ * Nothing is submitted: the caller calls io_uring_submit(). An arm moves
+ * the queue's event word (so that no wakeup can slip past it): a wait
+ * for the same event of the same queue armed before it and not yet
+ * submitted completes at once (shmq_uring_result 0: arm again), so
+ * submit between such arms.
  *
  * Returns:
  *   0            armed; decode its completion(s) with shmq_uring_result.

@@ -11,6 +11,7 @@
 
 #include "evloop.h"
 #include "shmq.h"
+#include "wait.h"
 
 /* Values of `path` below: SHMQ_EVLOOP_*; 0 = not decided yet. */
 static int path;
@@ -78,6 +79,30 @@ SHMQ_PUBLIC int shmq_evloop_set_path(int want)
     }
     __atomic_store_n(&path, want, __ATOMIC_RELAXED);
     return 0;
+}
+
+/*
+ * wait_prepare, but always changing the word. Since signals wake one
+ * sleeper (wait.c), a signaller whose FUTEX_WAKE found nobody clears the
+ * flag with a CAS from the exact value it set. A sleeper whose announce
+ * changed nothing (the flag was still set) and that queued its wait
+ * between that wake and that clear would be left asleep with nobody to
+ * wake it: its re-check was right (the message it waits for comes later),
+ * and the next put sees no flag. A blocked get survives that by its 100
+ * ms re-check; an armed SQE has none. Bumping the counter here makes that
+ * clear fail, so the flag stays and the next put wakes us.
+ */
+uint32_t shmq__ev_announce(uint64_t *event)
+{
+    uint32_t *ev = (uint32_t *)event; /* the futex: the low half */
+    uint32_t v = __atomic_load_n(ev, __ATOMIC_RELAXED), next;
+    do
+        next = ((v + 1) & ~EVENT_SLEEPERS) | EVENT_SLEEPERS;
+    while (!__atomic_compare_exchange_n(ev, &v, next, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED));
+    /* as wait_prepare: the caller's re-check comes after this fence */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return next;
 }
 
 int shmq__ev_check(unsigned events)

@@ -25,6 +25,10 @@
 /* Path shmq_uring_arm uses in this process (SHMQ_EVLOOP_*); probes once. */
 int shmq__evloop_path(void);
 
+/* wait_prepare that always changes the word (see evloop.c): the value
+ * to wait on; re-check the condition after it. */
+uint32_t shmq__ev_announce(uint64_t *event);
+
 /* -EINVAL unless events is exactly SHMQ_EV_READABLE or SHMQ_EV_WRITABLE. */
 int shmq__ev_check(unsigned events);
 

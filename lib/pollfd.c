@@ -125,7 +125,7 @@ static bool spin_watch(struct shmq_pollfd *p)
 static void watch_once(struct shmq_pollfd *p)
 {
     uint64_t *event = shmq__ev_word(p->q, p->events);
-    uint32_t seen = wait_prepare(event);
+    uint32_t seen = shmq__ev_announce(event);
     if (shmq__ev_ready(p->q, p->events)) {
         fire_if_watching(p);
         return;

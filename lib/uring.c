@@ -124,7 +124,7 @@ SHMQ_PUBLIC int shmq_uring_arm(shmq_t *q, struct io_uring *ring,
     if (ready)
         return ready;
     uint64_t *event = shmq__ev_word(q, events);
-    uint32_t seen = wait_prepare(event);
+    uint32_t seen = shmq__ev_announce(event);
     ready = shmq__ev_ready(q, events);
     if (ready)
         return ready; /* the flag stays set: one spurious wake, no loss */

@@ -240,10 +240,15 @@ Test(uring, close_completes_every_armed_wait, .timeout = 20)
     struct io_uring ring;
     cr_assert_eq(io_uring_queue_init(16, &ring, 0), 0);
     enum { N = 6 };
-    for (uint64_t i = 0; i < N; i++)
+    /* Each arm announces itself by moving the word (evloop.c), so one
+     * made before the previous was submitted would complete at once:
+     * submit each in turn. */
+    for (uint64_t i = 0; i < N; i++) {
         cr_assert_eq(shmq_uring_arm(q, &ring, SHMQ_EV_WRITABLE, i,
                                     i % 2 ? SHMQ_FOREVER : 10 * TH_SEC),
                      0);
+        io_uring_submit(&ring);
+    }
     cr_assert_eq(shmq_uring_arm(r, &ring, SHMQ_EV_READABLE, 100, SHMQ_FOREVER),
                  0);
     io_uring_submit(&ring);
@@ -347,11 +352,12 @@ Test(uring, cancel_and_teardown_leak_nothing, .timeout = 30)
     for (int round = 0; round < 200; round++) {
         struct io_uring ring;
         cr_assert_eq(io_uring_queue_init(8, &ring, 0), 0);
-        for (uint64_t u = 1; u <= 3; u++)
+        for (uint64_t u = 1; u <= 3; u++) {
             cr_assert_eq(shmq_uring_arm(q, &ring, SHMQ_EV_READABLE, u,
                                         u == 3 ? TH_SEC : SHMQ_FOREVER),
                          0);
-        io_uring_submit(&ring);
+            io_uring_submit(&ring); /* before the next arm moves the word */
+        }
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_cancel64(sqe, 2, 0);
         io_uring_sqe_set_data64(sqe, 99);
@@ -637,6 +643,7 @@ struct pingpong {
     shmq_t *answer; /* READABLE: the loop answers here */
     unsigned ev;
     long n;
+    bool tight;        /* no jitter: the producer answers at once */
     int64_t *freed_at; /* WRITABLE: shared, per cycle: when room was made */
 };
 
@@ -667,7 +674,8 @@ static int pp_producer(void *arg)
     struct pingpong *pp = arg;
     uint64_t rs = (uint64_t)getpid() * 2654435761u;
     for (int64_t i = 0; i < pp->n; i++) {
-        jitter(&rs);
+        if (!pp->tight)
+            jitter(&rs);
         struct stamp s = {i, th_now_ns()};
         TH_CHECK_EQ(shmq_put(pp->q, &s, sizeof s, 5 * TH_SEC), 0);
         char c;
@@ -844,9 +852,10 @@ static long drain_readable(struct pingpong *pp, int64_t *lat, long got)
     return got;
 }
 
-static void pingpong(const char *name, enum path path, unsigned ev, long n)
+static void pingpong_run(const char *name, enum path path, unsigned ev, long n,
+                         bool tight)
 {
-    struct pingpong pp = {.ev = ev, .n = n};
+    struct pingpong pp = {.ev = ev, .n = n, .tight = tight};
     pp.q = make(ev == SHMQ_EV_READABLE ? 4 : 1);
     pp.answer = make(4);
     pp.freed_at = th_shared_alloc((size_t)n * sizeof *pp.freed_at);
@@ -889,6 +898,26 @@ static void pingpong(const char *name, enum path path, unsigned ev, long n)
     th_shared_free(pp.freed_at, (size_t)n * sizeof *pp.freed_at);
     shmq_release(pp.q);
     shmq_release(pp.answer);
+}
+
+static void pingpong(const char *name, enum path path, unsigned ev, long n)
+{
+    pingpong_run(name, path, ev, n, false);
+}
+
+/* Back to back: the producer's next put races the loop's re-arm, and a
+ * signaller's wake-then-clear races the announce (evloop.c). */
+Test(stress, uring_readable_tight, .timeout = 120)
+{
+    need_uring();
+    pingpong_run("uring tight", P_URING, SHMQ_EV_READABLE, cycles(200000),
+                 true);
+}
+
+Test(stress, pollfd_epoll_readable_tight, .timeout = 120)
+{
+    pingpong_run("pollfd/epoll tight", P_POLLFD_EPOLL, SHMQ_EV_READABLE,
+                 cycles(50000), true);
 }
 
 Test(stress, uring_readable, .timeout = 120)
