@@ -380,7 +380,8 @@ static void fill_table(const struct bench *b, FILE *out)
     bool has[BENCH_MAX_COLS] = {0}, any = false;
     for (size_t j = 0; j < b->ncols; j++)
         for (size_t k = 0; k < b->ncells; k++)
-            if (b->cells[k].sc == SC_THROUGHPUT &&
+            if (b->cols[j].how == HOW_HARNESS && b->cols[j].t->fill &&
+                b->cells[k].sc == SC_THROUGHPUT &&
                 !isnan(fill_median(b, k, j)))
                 has[j] = any = true;
     if (!any)
@@ -855,7 +856,10 @@ int report_json(const struct bench *b, const char *path)
                     fputs(", \"bytes_per_s\": ", f);
                     json_num(f, x->byte_rate);
                     fputs(", \"mean_fill\": ", f);
-                    json_num(f, x->fill >= 0 ? x->fill : NAN);
+                    json_num(f, b->cols[j].how == HOW_HARNESS &&
+                                        b->cols[j].t->fill && x->fill >= 0
+                                    ? x->fill
+                                    : NAN);
                 } else {
                     fprintf(f, ", \"samples\": %llu, \"p50_ns\": ",
                             (unsigned long long)x->samples);
