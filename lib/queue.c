@@ -218,10 +218,15 @@ int shmq__putv_attempt(struct shmq *q, void *arg, struct ring_stall *s)
         return rc;
     /* The ring is mapped twice in a row: the record is contiguous. */
     unsigned char *dst = ring_addr(q, ref.pos);
-    for (int i = 0; i < op->iovcnt; i++) {
-        if (op->iov[i].iov_len)
-            memcpy(dst, op->iov[i].iov_base, op->iov[i].iov_len);
-        dst += op->iov[i].iov_len;
+    if (op->iovcnt == 1) { /* put */
+        if (op->len)
+            memcpy(dst, op->iov[0].iov_base, op->len);
+    } else {
+        for (int i = 0; i < op->iovcnt; i++) {
+            if (op->iov[i].iov_len)
+                memcpy(dst, op->iov[i].iov_base, op->iov[i].iov_len);
+            dst += op->iov[i].iov_len;
+        }
     }
     rc = shmq__ring_commit(q, &ref, op->len);
     return rc < 0 ? rc : shmq__put_settle(q, &ref);

@@ -430,7 +430,7 @@ static void head_moved(struct shmq *q, uint64_t hint, struct walk at,
 
 /* One take attempt: walk from the head to the first committed record.
  * 0, 1 (again), or the errors of shmq__ring_take. */
-static int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+static inline __attribute__((always_inline)) int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                      struct ring_ref *ref, struct ring_stall *stall)
 {
     struct shmq_header *h = q->hdr;

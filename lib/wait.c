@@ -82,14 +82,6 @@ static long futex_wake(uint32_t *ev, int n)
     return woken;
 }
 
-bool wait_has_sleepers(uint64_t *event)
-{
-    /* seq_cst: this load plays the signaller's part of the Dekker
-     * argument above, after the seq_cst free of the record. */
-    return __atomic_load_n(event_word(event), __ATOMIC_SEQ_CST) &
-           EVENT_SLEEPERS;
-}
-
 /* Bump the counter, keeping the flag or not; false if v was stale. */
 static bool event_bump(uint32_t *ev, uint32_t *v, bool keep_flag)
 {
@@ -105,12 +97,13 @@ static bool event_bump(uint32_t *ev, uint32_t *v, bool keep_flag)
 /*
  * One message (or one record's room) wakes one sleeper, not all of them.
  * The flag stays set while the kernel found someone to wake, so the next
- * signal wakes the next sleeper; the first wake that finds nobody clears
- * it (from the exact value it set: a sleeper that announced itself since
- * changed nothing, but one whose futex_wait comes later sees the cleared
- * word differ from its value and looks again). So a burst of k signals
- * with s sleepers costs min(k, s + 1) wakes, and a sleeper killed in its
- * sleep costs one.
+ * signal wakes the next sleeper. The first wake that finds nobody clears
+ * the flag, and since a sleeper may have gone to sleep on the flagged
+ * value between that wake and the clearing, the clearing bumps the
+ * counter (a sleeper about to sleep sees the word changed) and wakes
+ * whoever got in (usually nobody). So a burst of k signals with s
+ * sleepers costs min(k, s + 1) wake calls plus one, and a sleeper killed
+ * in its sleep costs the same once.
  */
 void wait_signal_slow(uint64_t *event, uint32_t v)
 {
@@ -118,9 +111,8 @@ void wait_signal_slow(uint64_t *event, uint32_t v)
     while (v & EVENT_SLEEPERS) {
         if (!event_bump(ev, &v, true))
             continue;
-        if (futex_wake(ev, 1) == 0)
-            __atomic_compare_exchange_n(ev, &v, v & ~EVENT_SLEEPERS, 0,
-                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+        if (futex_wake(ev, 1) == 0 && event_bump(ev, &v, false))
+            futex_wake(ev, INT_MAX);
         return;
     }
 }

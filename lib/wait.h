@@ -21,7 +21,6 @@
 #define wait_deadline     shmq__wait_deadline
 #define wait_prepare      shmq__wait_prepare
 #define wait_sleep        shmq__wait_sleep
-#define wait_has_sleepers shmq__wait_has_sleepers
 #define wait_signal_slow  shmq__wait_signal_slow
 #define wait_broadcast    shmq__wait_broadcast
 #define wait_signal_all   shmq__wait_signal_all
@@ -41,10 +40,16 @@ uint32_t wait_prepare(uint64_t *event);
  * 0, or -ETIMEDOUT once `until` has passed. */
 int wait_sleep(uint64_t *event, uint32_t seen, wait_deadline_t until);
 
-/* Does anybody sleep on the event (or is about to)? */
-bool wait_has_sleepers(uint64_t *event);
-
 #define EVENT_SLEEPERS 0x80000000u
+
+/* Does anybody sleep on the event (or is about to)? seq_cst: the
+ * signaller's part of the Dekker argument (wait.c), after the seq_cst
+ * free of a record. */
+static inline bool wait_has_sleepers(uint64_t *event)
+{
+    return __atomic_load_n((uint32_t *)event, __ATOMIC_SEQ_CST) &
+           EVENT_SLEEPERS;
+}
 
 /* The part of wait_signal that wakes. */
 void wait_signal_slow(uint64_t *event, uint32_t seen);
