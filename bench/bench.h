@@ -56,8 +56,8 @@ struct result {
     /* latency, round trip in nanoseconds */
     uint64_t samples;
     double p50, p99, p999, max;
-    double fill; /* throughput: mean fraction of the queue in use while
-                    the producers ran (-1: the transport cannot tell) */
+    double fill;    /* throughput: mean fraction of the queue in use while
+                       the producers ran (-1: the transport cannot tell) */
     char note[160]; /* why not run, or what failed */
 };
 
@@ -119,9 +119,9 @@ extern int64_t shmq_throughput_spin; /* --spin: -1 = library default */
 extern const struct transport transport_pipe;
 extern const struct transport transport_seqpacket;
 extern const struct transport transport_mq;
-extern const struct transport transport_zmq;   /* name NULL when not built */
-extern const struct transport transport_boost; /* name NULL when not built */
-extern const struct transport transport_ring;  /* raw SPSC ring, limits.c */
+extern const struct transport transport_zmq;    /* name NULL when not built */
+extern const struct transport transport_boost;  /* name NULL when not built */
+extern const struct transport transport_ring;   /* raw SPSC ring, limits.c */
 extern const struct transport transport_ringpp; /* its ping-pong, limits.c */
 extern const struct transport transport_vyukov; /* Vyukov MPMC ring */
 /* Bytes of the region of a default shmq queue (transport_vyukov.c): the

@@ -274,7 +274,8 @@ static void throughput(const struct transport *t, const struct cell *c,
         prod[np] = spawn(producer, &ch, ctl, np, c->pin ? 0 : -1);
     start_clock(ctl, nc + np);
     if (!c->count) {
-        r->fill = t->fill ? sample_fill(&ch, c->secs) : (sleep_sec(c->secs), -1);
+        r->fill =
+            t->fill ? sample_fill(&ch, c->secs) : (sleep_sec(c->secs), -1);
         atomic_store(&ctl->stop, 1);
     }
     bad |= reap(prod, np, c->count ? 600 : 30);

@@ -361,7 +361,9 @@ static void plan_stall(struct bench *b, const struct opts *o)
             b->stall[b->nstall++] = (struct stall_result){
                 .t = ts[i],
                 .victim = v ? ROLE_CONSUMER : ROLE_PRODUCER,
-                .periods = o->quick || o->smoke ? 1 : i ? 2 : 4};
+                .periods = o->quick || o->smoke ? 1
+                           : i                  ? 2
+                                                : 4};
 }
 
 static void run_stalls(struct bench *b)

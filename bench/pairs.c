@@ -67,8 +67,8 @@ static int spsc_get(void *q, void *buf, size_t cap, size_t *len)
 
 /* The counted part: nothing but the pairs. Returns the first error. */
 static __attribute__((noinline)) int pairs_loop(const struct pairs *p, long n,
-                                         unsigned char *msg,
-                                         unsigned char *buf)
+                                                unsigned char *msg,
+                                                unsigned char *buf)
 {
     size_t len;
     for (long i = 0; i < n; i++) {

@@ -381,8 +381,7 @@ static void fill_table(const struct bench *b, FILE *out)
     for (size_t j = 0; j < b->ncols; j++)
         for (size_t k = 0; k < b->ncells; k++)
             if (b->cols[j].how == HOW_HARNESS && b->cols[j].t->fill &&
-                b->cells[k].sc == SC_THROUGHPUT &&
-                !isnan(fill_median(b, k, j)))
+                b->cells[k].sc == SC_THROUGHPUT && !isnan(fill_median(b, k, j)))
                 has[j] = any = true;
     if (!any)
         return;
@@ -516,8 +515,8 @@ static void stall_table(const struct bench *b, FILE *out)
     for (size_t i = 0; i < b->nstall; i++) {
         const struct stall_result *r = &b->stall[i];
         if (r->failed) {
-            fprintf(out, "| %s | %s | %u | | FAIL | FAIL | %s |\n",
-                    r->t->label, victim_name(r), r->periods, r->note);
+            fprintf(out, "| %s | %s | %u | | FAIL | FAIL | %s |\n", r->t->label,
+                    victim_name(r), r->periods, r->note);
             continue;
         }
         if (r->aimed)
@@ -585,9 +584,9 @@ static size_t targets(const struct bench *b, struct target *t)
     t[n++] = (struct target){
         "1x1 64 B: shmq ÷ Vyukov MPMC ring ≥ 0.80",
         ratio_of(b, k64, s, k64, col_of(b, "vyukov"), NULL), 0.8, true};
-    t[n++] = (struct target){
-        "ping-pong 64 B adaptive: p50 ÷ ring floor ≤ 1.0",
-        ratio_of(b, la, s, la, col_of(b, "ringpp"), NULL), 1.0, false};
+    t[n++] = (struct target){"ping-pong 64 B adaptive: p50 ÷ ring floor ≤ 1.0",
+                             ratio_of(b, la, s, la, col_of(b, "ringpp"), NULL),
+                             1.0, false};
     t[n++] = (struct target){"8x8 64 B: shmq ÷ shmq 1x1 64 B ≥ 0.60",
                              ratio_of(b, k88, s, k64, s, NULL), 0.6, true};
     t[n++] = (struct target){"stall, producer stopped: others during ÷ "
@@ -903,11 +902,11 @@ int report_json(const struct bench *b, const char *path)
         fputs(", ", f);
         json_ratio(f, "vs_limit", ratio_of(b, (int)k, s, lk, lc, NULL));
         fputs(", ", f);
-        json_ratio(f, c->sc == SC_THROUGHPUT ? "vs_vyukov" : "vs_ring_floor",
-                   ratio_of(b, (int)k, s, (int)k,
-                            col_of(b, c->sc == SC_THROUGHPUT ? "vyukov"
-                                                             : "ringpp"),
-                            NULL));
+        json_ratio(
+            f, c->sc == SC_THROUGHPUT ? "vs_vyukov" : "vs_ring_floor",
+            ratio_of(b, (int)k, s, (int)k,
+                     col_of(b, c->sc == SC_THROUGHPUT ? "vyukov" : "ringpp"),
+                     NULL));
         if (c->sc == SC_THROUGHPUT) {
             fputs(", ", f);
             json_ratio(

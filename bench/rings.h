@@ -49,7 +49,7 @@ struct spsc_shared {
 /* One side's private view. */
 struct spsc {
     struct spsc_shared *sh;
-    size_t slot, nslots;   /* slot bytes (a cache-line multiple), a power of 2 */
+    size_t slot, nslots; /* slot bytes (a cache-line multiple), a power of 2 */
     uint64_t mine, cached; /* own index, the other side's as last read */
     uint64_t published;    /* own index as last stored for the other side */
     unsigned batch;        /* publish every batch messages (>= 1) */
@@ -89,8 +89,8 @@ struct vyukov_cell {
 
 struct vyukov {
     struct vyukov_shared *sh;
-    size_t stride;  /* cell bytes: head + payload, a cache-line multiple */
-    uint64_t mask;  /* ncells - 1, ncells a power of 2 */
+    size_t stride; /* cell bytes: head + payload, a cache-line multiple */
+    uint64_t mask; /* ncells - 1, ncells a power of 2 */
 };
 
 /* Bytes to map for messages of up to max_msg bytes in at most footprint

@@ -208,9 +208,8 @@ static void stall_periods(struct stall_ctl *ctl, pid_t victim_pid,
     sleep_ns(STALL_SETTLE); /* processes running, queue in its regime */
     for (unsigned k = 0; k < r->periods && !ctl->failed; k++) {
         /* free part of the second: 700 ms at least, its end at random */
-        uint64_t free_ns =
-            (1000000000u - STALL_STOP_NS - STALL_SETTLE) -
-            (uint64_t)(rand_r(&seed) % 200) * 1000000u;
+        uint64_t free_ns = (1000000000u - STALL_STOP_NS - STALL_SETTLE) -
+                           (uint64_t)(rand_r(&seed) % 200) * 1000000u;
         uint64_t t0 = now_ns(), n0 = others(ctl, victim);
         sleep_ns(free_ns);
         uint64_t t1 = now_ns(), n1 = others(ctl, victim);
@@ -225,8 +224,7 @@ static void stall_periods(struct stall_ctl *ctl, pid_t victim_pid,
     }
 }
 
-static pid_t stall_spawn(int (*fn)(struct chan *, struct stall_ctl *,
-                                   unsigned),
+static pid_t stall_spawn(int (*fn)(struct chan *, struct stall_ctl *, unsigned),
                          struct chan *ch, struct stall_ctl *ctl, unsigned i)
 {
     pid_t pid = fork();
@@ -252,8 +250,8 @@ static int stall_reap(pid_t pid, double secs)
     return !WIFEXITED(st) || WEXITSTATUS(st) != 0;
 }
 
-static void stall_finish(struct chan *ch, struct stall_ctl *ctl,
-                         pid_t *cons, pid_t *prod, struct stall_result *r)
+static void stall_finish(struct chan *ch, struct stall_ctl *ctl, pid_t *cons,
+                         pid_t *prod, struct stall_result *r)
 {
     int bad = 0, rc;
     atomic_store(&ctl->stop, 1);
@@ -296,8 +294,8 @@ void stall_run(const struct transport *t, enum role victim, unsigned periods,
     r->t = t;
     r->victim = victim;
     r->periods = periods > BENCH_MAX_ROUNDS ? BENCH_MAX_ROUNDS : periods;
-    r->aimed = victim == ROLE_PRODUCER ? t->send_held != NULL
-                                       : t->recv_held != NULL;
+    r->aimed =
+        victim == ROLE_PRODUCER ? t->send_held != NULL : t->recv_held != NULL;
     ctl = mmap(NULL, sizeof(*ctl), PROT_READ | PROT_WRITE,
                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (ctl != MAP_FAILED)

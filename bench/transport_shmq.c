@@ -112,8 +112,8 @@ static int shmq_send_held_(struct chan *ch, const void *buf, size_t len,
     return rc;
 }
 
-static int shmq_recv_held_(struct chan *ch, void *buf, size_t cap,
-                           size_t *len, _Atomic uint32_t *held)
+static int shmq_recv_held_(struct chan *ch, void *buf, size_t cap, size_t *len,
+                           _Atomic uint32_t *held)
 {
     struct shmq_msg m;
     int rc = shmq_get_begin(ch->priv, &m, SHMQ_FOREVER);

@@ -57,8 +57,7 @@ static int vy_setup(struct chan *ch)
     struct vy_priv *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
-    p->map_size =
-        vyukov_size(&p->r, ch->cell->size, bench_default_footprint());
+    p->map_size = vyukov_size(&p->r, ch->cell->size, bench_default_footprint());
     void *m = mmap(NULL, p->map_size, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
