@@ -390,11 +390,13 @@ SHMQ_PUBLIC bool shmq_closed(const shmq_t *q)
     return q ? shmq__closed(q) : false;
 }
 
-/* Messages put (claimed, less those aborted) and not yet task_done. */
+/* Messages put (committed, less those withdrawn, aborted or lost with a
+ * dead reader) and not yet task_done. An open reservation or a put in
+ * progress is not a message yet. */
 static uint32_t unfinished(struct shmq *q, uint32_t done)
 {
     uint32_t aborted = (uint32_t)load_acquire(&q->hdr->tasks_aborted.word);
-    return shmq__ring_claimed(q) - aborted - done;
+    return shmq__ring_committed(q) - aborted - done;
 }
 
 SHMQ_PUBLIC int shmq_task_done(shmq_t *q)

@@ -688,10 +688,19 @@ bool shmq__ring_has_room(struct shmq *q, uint32_t records, uint64_t units)
            units <= q->geo.cap_units - used_units;
 }
 
-uint32_t shmq__ring_claimed(struct shmq *q)
+uint32_t shmq__ring_committed(struct shmq *q)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)
         return pos_seq(r);
-    return pos_seq(t);
+    /* Records still being written (puts in progress, open reservations)
+     * are not messages yet: a JoinableQueue does not count them. */
+    uint32_t writing = 0;
+    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
+        uint64_t w = load_acquire(&ring_desc(q, s)->word);
+        unsigned st = desc_state(w);
+        if (desc_seq(w) == s && (st == DESC_WRITING || st == DESC_SKIPPED))
+            writing++;
+    }
+    return pos_seq(t) - writing;
 }

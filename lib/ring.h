@@ -109,6 +109,8 @@ uint32_t shmq__ring_count(struct shmq *q);   /* committed, not taken */
 bool shmq__ring_full(struct shmq *q);        /* a 0-byte claim would fail */
 /* Would `records` records of `units` storage units in all fit now? */
 bool shmq__ring_has_room(struct shmq *q, uint32_t records, uint64_t units);
-uint32_t shmq__ring_claimed(struct shmq *q); /* first unclaimed sequence */
+/* Records ever committed or aborted (the first unclaimed sequence, less
+ * the records being written): join accounting. O(records in flight). */
+uint32_t shmq__ring_committed(struct shmq *q);
 
 #endif /* SHMQ_RING_H */
