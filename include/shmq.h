@@ -80,8 +80,8 @@ typedef struct shmq shmq_t;
      (unsigned)SHMQ_VERSION_PATCH)
 
 /** Timeouts in milliseconds and seconds, for timeout_ns arguments. */
-#define SHMQ_MS(n)  ((int64_t)(n) * 1000000)
-#define SHMQ_SEC(n) ((int64_t)(n) * 1000000000)
+#define SHMQ_MS(n)  ((int64_t)(n)*1000000)
+#define SHMQ_SEC(n) ((int64_t)(n)*1000000000)
 
 /** Defaults used where a field of struct shmq_config is 0. */
 #define SHMQ_DEFAULT_MAXSIZE     65536u
@@ -392,8 +392,8 @@ int shmq_putv(shmq_t *q, const struct iovec *iov, int iovcnt,
  * shmq_max_message (before anything is put). -ENOMEM: SHMQ_ALL with more
  * than 64 messages could not allocate its bookkeeping (once per call).
  */
-int shmq_put_many(shmq_t *q, const struct iovec *msgs, size_t n,
-                  unsigned flags, int64_t timeout_ns);
+int shmq_put_many(shmq_t *q, const struct iovec *msgs, size_t n, unsigned flags,
+                  int64_t timeout_ns);
 
 /**
  * Wait, as shmq_get does, until a message can be taken, then take in
@@ -833,17 +833,17 @@ struct shmq_pool_death {
 
 /**
  * How the worker that ran a ticket died. Ticket 0 asks for the latest
- * death seen. The pool remembers its last 64 deaths; it sees a death when one of
- * its calls runs after it. Returns 0 and *d, -EINVAL (p or d NULL),
- * -ENOENT (no such death remembered). Does not block.
+ * death seen. The pool remembers its last 64 deaths; it sees a death when one
+ * of its calls runs after it. Returns 0 and *d, -EINVAL (p or d NULL), -ENOENT
+ * (no such death remembered). Does not block.
  */
 int shmq_pool_death(shmq_pool_t *p, uint64_t ticket, struct shmq_pool_death *d);
 
 /**
  * The pid of the worker in a slot now. worker is 0 .. workers - 1; use
- * it to watch the worker, say. Returns the pid (> 0), -EINVAL (p NULL, worker out of range),
- * -ESRCH (the slot has no worker: being replaced, or the pool stopped).
- * The pid may belong to a worker that just died. Does not block.
+ * it to watch the worker, say. Returns the pid (> 0), -EINVAL (p NULL, worker
+ * out of range), -ESRCH (the slot has no worker: being replaced, or the pool
+ * stopped). The pid may belong to a worker that just died. Does not block.
  */
 int shmq_pool_worker_pid(const shmq_pool_t *p, unsigned worker);
 

@@ -24,7 +24,6 @@
  * before they report the queue as empty. */
 #define NOWAIT_POLLS 256
 
-
 /* If the record holding us up belongs to a dead process, recover it.
  * true only when this call changed the record, so that callers looping
  * on it make progress (a record per turn) and never spin. */
@@ -148,4 +147,3 @@ int shmq__run(struct shmq *q, attempt_fn fn, void *op, uint64_t *event,
     errno = saved;
     return rc;
 }
-

@@ -84,7 +84,7 @@ static int put_some(struct shmq *q, const struct iovec *msgs, size_t n,
 struct all_op {
     const struct iovec *msgs;
     size_t n;
-    uint64_t units; /* storage units of the whole batch */
+    uint64_t units;        /* storage units of the whole batch */
     struct ring_ref *refs; /* n of them, on the caller's stack or heap */
 };
 
@@ -262,10 +262,10 @@ SHMQ_PUBLIC int shmq_get_many(shmq_t *q, void *buf, size_t cap,
     if (!q || !msgs || max_msgs == 0 || (!buf && cap) ||
         shmq__bad_timeout(timeout_ns))
         return -EINVAL;
-    struct many_op op = {buf, cap, msgs, max_msgs > INT_MAX ? INT_MAX : max_msgs,
-                         0, 0};
-    int rc = shmq__run(q, many_attempt, &op, &q->hdr->not_empty.word,
-                       timeout_ns);
+    struct many_op op = {
+        buf, cap, msgs, max_msgs > INT_MAX ? INT_MAX : max_msgs, 0, 0};
+    int rc =
+        shmq__run(q, many_attempt, &op, &q->hdr->not_empty.word, timeout_ns);
     if (rc == -ENOBUFS) /* the wake that brought us here is another's */
         wait_signal(&q->hdr->not_empty.word);
     return rc < 0 ? rc : (int)op.count;

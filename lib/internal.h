@@ -60,7 +60,7 @@ struct shmq {
      * the true tail/head (ring.c, "Lazy cursors") */
     uint64_t tail_cache;
     uint64_t head_cache;
-    void *map;          /* region followed by the mirror of its ring */
+    void *map; /* region followed by the mirror of its ring */
     size_t map_size;
     struct shmq_header *hdr;
     struct shmq_participant *parts;

@@ -13,13 +13,12 @@
 #include <unistd.h>
 
 #include "attempt.h"
-#include "queue.h"
 #include "liveness.h"
+#include "queue.h"
 #include "ring.h"
 #include "shm.h"
 #include "shmq.h"
 #include "wait.h"
-
 
 /* ------------------------------------------------------------------ */
 /* Handles                                                              */
@@ -313,8 +312,8 @@ SHMQ_PUBLIC int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
         rc = get_attempt(q, &op, &s);
     }
     if (!shmq__final(rc))
-        rc = shmq__run(q, get_attempt, &op, &q->hdr->not_empty.word,
-                       timeout_ns);
+        rc =
+            shmq__run(q, get_attempt, &op, &q->hdr->not_empty.word, timeout_ns);
     if (rc == 0 || rc == -ENOBUFS)
         *len = (size_t)op.len;
     if (rc == -ENOBUFS) /* the wake that brought us here is another's */

@@ -93,8 +93,9 @@ static bool in_window(const struct shmq *q, uint64_t r, uint64_t p)
 /* The furthest of release r, a shared hint and this handle's cache. A
  * hint comes from shared memory, so it is used only if the record before
  * it is what a hint may pass (claimed, or done for the head). */
-static inline __attribute__((always_inline)) uint64_t cursor_start(const struct shmq *q, uint64_t r, uint64_t hint,
-                             uint64_t cache, bool head)
+static inline __attribute__((always_inline)) uint64_t
+cursor_start(const struct shmq *q, uint64_t r, uint64_t hint, uint64_t cache,
+             bool head)
 {
     uint64_t best = in_window(q, r, cache) ? cache : r;
     /* One handle alone is never behind the hint: skip its check. */
@@ -195,15 +196,15 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
         uint64_t next = pos_pack(seq + 1, pos + units);
         store_relaxed(&q->tail_cache, next);
         cursor_publish(&h->tail.word, hint, next);
-        *ref = (struct ring_ref){
-            .seq = seq, .pos = pos, .units = units, .d = d};
+        *ref =
+            (struct ring_ref){.seq = seq, .pos = pos, .units = units, .d = d};
         return 0;
     }
     return 1;
 }
 
 int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
-               struct ring_stall *stall)
+                     struct ring_stall *stall)
 {
     uint32_t units = units_for(q, len);
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
@@ -230,8 +231,9 @@ static void late_announce(struct shmq *q)
     uint64_t v = load_relaxed(word);
     /* seq_cst: ordered after the record's CAS and before the writer's
      * next put, whose commit a consumer's acquire sees first (take). */
-    while (!__atomic_compare_exchange_n(word, &v, ((v >> 1) + 1) << 1 | LATE_HAS,
-                                        0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+    while (!__atomic_compare_exchange_n(word, &v,
+                                        ((v >> 1) + 1) << 1 | LATE_HAS, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
         ;
 }
 
@@ -245,10 +247,10 @@ int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
     uint64_t skipped = desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->units);
     /* seq_cst: publishes the payload, and is ordered before the load of
      * the closed flag (queue.c) and of the event a signaller does next */
-    if (__atomic_compare_exchange_n(&d->word, &w,
-                                    desc_pack(ref->seq, DESC_COMMITTED,
-                                              q->slot, ref->units),
-                                    0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+    if (__atomic_compare_exchange_n(
+            &d->word, &w,
+            desc_pack(ref->seq, DESC_COMMITTED, q->slot, ref->units), 0,
+            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
         return 0;
     if (w != skipped ||
         !__atomic_compare_exchange_n(
@@ -291,10 +293,10 @@ static bool abort_writing(struct shmq *q, uint64_t w)
 
 int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref)
 {
-    if (abort_writing(q, desc_pack(ref->seq, DESC_WRITING, q->slot,
-                                   ref->units)) ||
-        abort_writing(q, desc_pack(ref->seq, DESC_SKIPPED, q->slot,
-                                   ref->units)))
+    if (abort_writing(q,
+                      desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units)) ||
+        abort_writing(q,
+                      desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->units)))
         return 0;
     return -EBADMSG;
 }
@@ -311,9 +313,9 @@ struct walk {
 
 /* Take record (seq, pos) whose word was seen as w (COMMITTED or LATE).
  * 0, 1 (it changed: walk again), -ENOBUFS, -EBADMSG. */
-static inline __attribute__((always_inline)) int take_record(struct shmq *q, struct shmq_desc *d, struct walk at,
-                       uint64_t w, void *buf, size_t cap, uint64_t *len,
-                       struct ring_ref *ref)
+static inline __attribute__((always_inline)) int
+take_record(struct shmq *q, struct shmq_desc *d, struct walk at, uint64_t w,
+            void *buf, size_t cap, uint64_t *len, struct ring_ref *ref)
 {
     uint32_t units = desc_units(w);
     /* len is stable while the word is: another consumer may take, free
@@ -329,8 +331,8 @@ static inline __attribute__((always_inline)) int take_record(struct shmq *q, str
         *len = n;
         return -ENOBUFS;
     }
-    *ref = (struct ring_ref){
-        .seq = at.seq, .pos = at.pos, .units = units, .d = d};
+    *ref =
+        (struct ring_ref){.seq = at.seq, .pos = at.pos, .units = units, .d = d};
     if (buf && n <= RING_COPY_FIRST_MAX) {
         /* Copy first, then take and free in one CAS: the record stays
          * put until some consumer's CAS succeeds, so if ours does, what
@@ -358,8 +360,8 @@ static inline __attribute__((always_inline)) int take_record(struct shmq *q, str
  * or the errors of take_record. The scan goes to the tail, not just to
  * where the caller's walk ended: a record announced before we read the
  * word lies before the tail we reach, so clearing never loses it. */
-static int take_late_scan(struct shmq *q, uint64_t seen, void *buf,
-                          size_t cap, uint64_t *len, struct ring_ref *ref)
+static int take_late_scan(struct shmq *q, uint64_t seen, void *buf, size_t cap,
+                          uint64_t *len, struct ring_ref *ref)
 {
     uint64_t *word = &q->hdr->late.word;
     uint64_t r = load_acquire(&q->hdr->release.word);
@@ -430,13 +432,15 @@ static void head_moved(struct shmq *q, uint64_t hint, struct walk at,
 
 /* One take attempt: walk from the head to the first committed record.
  * 0, 1 (again), or the errors of shmq__ring_take. */
-static inline __attribute__((always_inline)) int take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
-                     struct ring_ref *ref, struct ring_stall *stall)
+static inline __attribute__((always_inline)) int
+take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
+          struct ring_ref *ref, struct ring_stall *stall)
 {
     struct shmq_header *h = q->hdr;
     uint64_t r = load_acquire(&h->release.word);
     uint64_t hint = load_acquire(&h->head.word);
-    uint64_t start = cursor_start(q, r, hint, load_relaxed(&q->head_cache), true);
+    uint64_t start =
+        cursor_start(q, r, hint, load_relaxed(&q->head_cache), true);
     struct walk at = {pos_seq(start), pos_units(start)};
     uint32_t n = q->geo.desc_count;
     bool writer = false; /* a record being written lies behind `at` */
@@ -489,7 +493,7 @@ static inline __attribute__((always_inline)) int take_once(struct shmq *q, void 
 }
 
 int shmq__ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
-              struct ring_ref *ref, struct ring_stall *stall)
+                    struct ring_ref *ref, struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
         stall->has_owner = false;
@@ -561,7 +565,8 @@ bool shmq__ring_advance_release(struct shmq *q)
     return moved;
 }
 
-void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall, bool readers)
+void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
+                              bool readers)
 {
     uint64_t r = load_acquire(&q->hdr->release.word);
     uint64_t w = load_acquire(&ring_desc(q, pos_seq(r))->word);
@@ -598,9 +603,9 @@ bool shmq__ring_recover(struct shmq *q, const struct ring_stall *stall)
         break;
     case DESC_READING:
         /* The message went with its reader: nobody will task_done it. */
-        done = cas_acq_rel(&ring_desc(q, seq)->word, &w,
-                           desc_pack(seq, DESC_FREE, desc_owner(w),
-                                     desc_units(w)));
+        done = cas_acq_rel(
+            &ring_desc(q, seq)->word, &w,
+            desc_pack(seq, DESC_FREE, desc_owner(w), desc_units(w)));
         if (done)
             count_aborted(q);
         break;

@@ -58,7 +58,7 @@ static inline struct shmq_desc *ref_desc(const struct shmq *q,
  * 0, -EAGAIN (full: by count or bytes; stall names what holds the room),
  * -EBADMSG (corrupt). */
 int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
-               struct ring_stall *stall);
+                     struct ring_stall *stall);
 
 /* Publish a claimed record whose first len bytes are written (len may be
  * less than the claim). 0 or -EBADMSG. */
@@ -80,7 +80,7 @@ int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref);
  * committed, but a record is being written: stall names the writer),
  * -ENOBUFS (*len is the size needed, nothing taken), -EBADMSG. */
 int shmq__ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
-              struct ring_ref *ref, struct ring_stall *stall);
+                    struct ring_ref *ref, struct ring_stall *stall);
 
 /* Give a taken record's room back. 0 or -EBADMSG. */
 int shmq__ring_free(struct shmq *q, const struct ring_ref *ref);
@@ -91,7 +91,7 @@ bool shmq__ring_advance_release(struct shmq *q);
 /* Fill stall with the record that keeps release where it is, if it is
  * in flight (being written, or being read when readers is true). */
 void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
-                        bool readers);
+                              bool readers);
 
 /* Recovery, once shmq__liveness_dead() said the stall's owner is gone: abort
  * its record (a writer's) or free it (a reader's). true if this call
@@ -105,8 +105,8 @@ void shmq__ring_recover_owner(struct shmq *q, unsigned slot);
 void shmq__ring_end_owned(struct shmq *q);
 
 /* Snapshots for qsize/full and join accounting. */
-uint32_t shmq__ring_count(struct shmq *q);   /* committed, not taken */
-bool shmq__ring_full(struct shmq *q);        /* a 0-byte claim would fail */
+uint32_t shmq__ring_count(struct shmq *q); /* committed, not taken */
+bool shmq__ring_full(struct shmq *q);      /* a 0-byte claim would fail */
 /* Would `records` records of `units` storage units in all fit now? */
 bool shmq__ring_has_room(struct shmq *q, uint32_t records, uint64_t units);
 /* Records ever committed or aborted (the first unclaimed sequence, less

@@ -22,7 +22,6 @@
 #include "internal.h"
 #include "wait.h"
 
-
 int64_t wait_now(void)
 {
     struct timespec ts;
@@ -85,8 +84,8 @@ static long futex_wake(uint32_t *ev, int n)
 /* Bump the counter, keeping the flag or not; false if v was stale. */
 static bool event_bump(uint32_t *ev, uint32_t *v, bool keep_flag)
 {
-    uint32_t next = ((*v + 1) & ~EVENT_SLEEPERS) |
-                    (keep_flag ? EVENT_SLEEPERS : 0);
+    uint32_t next =
+        ((*v + 1) & ~EVENT_SLEEPERS) | (keep_flag ? EVENT_SLEEPERS : 0);
     if (!__atomic_compare_exchange_n(ev, v, next, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_RELAXED))
         return false;

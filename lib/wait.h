@@ -17,13 +17,13 @@
 
 /* The library's internal symbols are shmq__ names; these short ones
  * are what lib/ calls them by. */
-#define wait_now          shmq__wait_now
-#define wait_deadline     shmq__wait_deadline
-#define wait_prepare      shmq__wait_prepare
-#define wait_sleep        shmq__wait_sleep
-#define wait_signal_slow  shmq__wait_signal_slow
-#define wait_broadcast    shmq__wait_broadcast
-#define wait_signal_all   shmq__wait_signal_all
+#define wait_now         shmq__wait_now
+#define wait_deadline    shmq__wait_deadline
+#define wait_prepare     shmq__wait_prepare
+#define wait_sleep       shmq__wait_sleep
+#define wait_signal_slow shmq__wait_signal_slow
+#define wait_broadcast   shmq__wait_broadcast
+#define wait_signal_all  shmq__wait_signal_all
 
 /* Absolute CLOCK_MONOTONIC time in ns; -1 means no deadline. */
 typedef int64_t wait_deadline_t;

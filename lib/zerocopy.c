@@ -16,11 +16,11 @@
 #include "wait.h"
 
 /* priv[1]: a tag saying what the message is, and its ring position. */
-#define MSG_TAG        0x5a43000000000000ull
-#define MSG_TAG_MASK   0xffff000000000000ull
-#define MSG_RESERVED   (1ull << 40)
-#define MSG_BORROWED   (2ull << 40)
-#define MSG_KIND_MASK  (3ull << 40)
+#define MSG_TAG       0x5a43000000000000ull
+#define MSG_TAG_MASK  0xffff000000000000ull
+#define MSG_RESERVED  (1ull << 40)
+#define MSG_BORROWED  (2ull << 40)
+#define MSG_KIND_MASK (3ull << 40)
 
 static void msg_set(struct shmq *q, struct shmq_msg *m,
                     const struct ring_ref *ref, uint64_t kind, size_t len)
@@ -109,7 +109,7 @@ SHMQ_PUBLIC int shmq_put_commit(shmq_t *q, struct shmq_msg *m, size_t len)
         wait_signal(&q->hdr->not_empty.word);
     } else {
         rc = shmq__ring_commit(q, &ref, len) < 0 ? -EINVAL
-                                           : shmq__put_settle(q, &ref);
+                                                 : shmq__put_settle(q, &ref);
     }
     errno = saved;
     msg_clear(m);

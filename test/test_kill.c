@@ -513,8 +513,7 @@ Test(kill, random_sigkill_storm, .timeout = 240)
     s->k.seed = env ? strtoull(env, NULL, 0) : (uint64_t)th_now_ns();
     s->rng = s->k.seed;
     cr_log_info("kill storm seed %llu (SHMQ_KILL_SEED=%llu to replay)",
-                (unsigned long long)s->k.seed,
-                (unsigned long long)s->k.seed);
+                (unsigned long long)s->k.seed, (unsigned long long)s->k.seed);
     struct kill_shared *sh = s->k.sh;
     int64_t storm_ns =
         (int64_t)(5 * TH_SEC * (th_test_scale() < 1 ? th_test_scale() : 1.0));

@@ -25,8 +25,8 @@
 static shmq_t *make(size_t maxsize, unsigned flags)
 {
     shmq_t *q = NULL;
-    struct shmq_config c = {.maxsize = maxsize, .max_message = 256,
-                            .flags = flags};
+    struct shmq_config c = {
+        .maxsize = maxsize, .max_message = 256, .flags = flags};
     cr_assert_eq(shmq_create(&q, &c), 0);
     return q;
 }

@@ -135,8 +135,8 @@ static long woken_by_one_put(shmq_t *q, int64_t *window_ns)
     int asleep = 0;
     for (int i = 0; i < SLEEPERS; i++) {
         siginfo_t si = {0};
-        if (waitid(P_PID, (id_t)pids[i], &si,
-                   WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        if (waitid(P_PID, (id_t)pids[i], &si, WEXITED | WNOHANG | WNOWAIT) ==
+                0 &&
             si.si_pid == 0) {
             extra += ctx_switches(&pids[i], 1) - before[i];
             asleep++;
