@@ -77,30 +77,40 @@ static long ctx_switches(const pid_t *pids, int n)
     return total;
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 Test(wake, a_put_wakes_a_sleeper_at_once, .timeout = 60)
 {
+    enum { ROUNDS = 11 };
     shmq_t *q = make(8);
     _Atomic int *got = th_shared_alloc(sizeof *got);
     _Atomic int64_t *t_got = th_shared_alloc(sizeof *t_got);
-    int64_t worst = 0;
-    for (int round = 0; round < 10; round++) {
+    int64_t dt[ROUNDS];
+    for (int round = 0; round < ROUNDS; round++) {
         struct sleeper s = {q, got, t_got};
         pid_t pid = th_fork(sleep_for_one, &s);
         wait_asleep(pid);
         int64_t t0 = th_now_ns();
         cr_assert_eq(shmq_put(q, "x", 1, SHMQ_NOWAIT), 0);
         th_assert_child_ok_within(pid, 10 * TH_SEC);
-        int64_t dt = atomic_load(t_got) - t0;
-        if (dt > worst)
-            worst = dt;
+        dt[round] = atomic_load(t_got) - t0;
     }
-    cr_log_info("worst put-to-get latency of a sleeper: %lld us",
-                (long long)(worst / 1000));
-    /* Without the wake, the sleeper would find the message at its next
-     * re-check, 100 ms later. A loaded 2-CPU machine wakes within a few
-     * ms; 50 ms leaves room for a bad scheduling moment. */
-    cr_assert_lt(worst, 50 * TH_MS, "a sleeper took %lld ms to see a put",
-                 (long long)(worst / TH_MS));
+    qsort(dt, ROUNDS, sizeof dt[0], cmp_i64);
+    cr_log_info("put-to-get latency of a sleeper: median %lld us, worst "
+                "%lld us",
+                (long long)(dt[ROUNDS / 2] / 1000),
+                (long long)(dt[ROUNDS - 1] / 1000));
+    /* Without the wake, the sleeper finds the message at its next
+     * re-check: a median of tens of ms (uniform up to 100 ms). With it,
+     * tens of microseconds; 10 ms leaves room for a loaded machine, and
+     * the median for a few bad scheduling moments. */
+    cr_assert_lt(dt[ROUNDS / 2], 10 * TH_MS,
+                 "a sleeper took %lld ms (median) to see a put",
+                 (long long)(dt[ROUNDS / 2] / TH_MS));
     th_shared_free(got, sizeof *got);
     th_shared_free(t_got, sizeof *t_got);
     shmq_release(q);
