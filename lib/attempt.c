@@ -83,11 +83,29 @@ static int attempt_spinning(struct shmq *q, attempt_fn fn, void *op,
     }
 }
 
+/* A signal for room wakes one waiter. One woken for room it cannot use
+ * (a larger message, an SHMQ_ALL batch) passes the wake on, so that a
+ * waiter the room fits is not left to its periodic re-check; once per
+ * position of release, so that waiters none of which fits do not wake
+ * each other for ever. */
+static void pass_room_wake(struct shmq *q, uint64_t *event,
+                           uint64_t *passed_at)
+{
+    if (event != &q->hdr->not_full.word)
+        return;
+    uint64_t r = load_acquire(&q->hdr->release.word);
+    if (r == *passed_at)
+        return;
+    *passed_at = r;
+    wait_signal(event);
+}
+
 static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
                             uint64_t *event, int64_t timeout_ns)
 {
     wait_deadline_t deadline = wait_deadline(timeout_ns);
     struct ring_stall s = {0};
+    uint64_t passed_at = UINT64_MAX; /* see pass_room_wake */
     int rc = attempt_spinning(q, fn, op, &s, deadline);
     for (;;) {
         if (rc != -EAGAIN && rc != -EINPROGRESS)
@@ -108,8 +126,9 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
             wait_now() + (s.has_owner ? LIVENESS_PERIOD_NS : RECHECK_NS);
         if (until < 0 || check < until)
             until = check;
-        bool expired = wait_sleep(event, seen, until) == -ETIMEDOUT &&
-                       deadline >= 0 && wait_now() >= deadline;
+        int slept = wait_sleep(event, seen, until);
+        bool expired = slept == -ETIMEDOUT && deadline >= 0 &&
+                       wait_now() >= deadline;
         /* Look again before announcing a sleeper: a woken waiter that
          * finds its message costs the next signaller no syscall. After
          * the deadline, this is the last look before giving up. */
@@ -117,6 +136,8 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
         rc = fn(q, op, &s);
         if (expired && (rc == -EAGAIN || rc == -EINPROGRESS))
             return -ETIMEDOUT;
+        if (slept == 0 && rc == -EAGAIN)
+            pass_room_wake(q, event, &passed_at);
     }
 }
 

@@ -14,8 +14,7 @@
  * Tests of rules the library breaks today are built with
  * -DSHMQ_KNOWN_BUGS only (so that the shared tree stays green), each with
  * a comment saying what goes wrong: short_commit_gives_unused_room_back,
- * joinable_open_reservation_is_no_task, put_many_all_racing_close,
- * a_waiting_batch_does_not_swallow_a_room_wake.
+ * put_many_all_racing_close.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -2383,12 +2382,9 @@ Test(serialize, get_end_wakes_a_producer_waiting_for_room, .timeout = 60)
 
 /* A batch waiting for room for two, then a put waiting for room for one;
  * one record's room comes back: the put goes in as soon as it would
- * without the batch ahead of it.
- * Known bug (wake-one, lib/attempt.c): the one wake goes to the batch,
- * which cannot use it and sleeps again; the put sleeps on until its
- * periodic recheck (~70 ms here). A big put ahead of a small one does
- * the same. */
-#ifdef SHMQ_KNOWN_BUGS
+ * without the batch ahead of it. (With wake-one, the one wake may go to
+ * the batch, which cannot use it: it passes the wake on, lib/attempt.c;
+ * without that the put slept until its periodic re-check, ~70 ms.) */
 static int batch_of_two(struct bg *b)
 {
     return shmq_put_many(b->q, values(50, 2), 2, SHMQ_ALL, 10 * TH_SEC);
@@ -2426,7 +2422,6 @@ Test(serialize, a_waiting_batch_does_not_swallow_a_room_wake, .timeout = 60)
     }
     expect_like("a put behind a waiting SHMQ_ALL batch", behind, alone);
 }
-#endif
 
 /* Two consumers asleep, the first with a buffer too small: woken for a
  * message it cannot take (-ENOBUFS), it passes the wake on. */
