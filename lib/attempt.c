@@ -88,8 +88,7 @@ static int attempt_spinning(struct shmq *q, attempt_fn fn, void *op,
  * waiter the room fits is not left to its periodic re-check; once per
  * position of release, so that waiters none of which fits do not wake
  * each other for ever. */
-static void pass_room_wake(struct shmq *q, uint64_t *event,
-                           uint64_t *passed_at)
+static void pass_room_wake(struct shmq *q, uint64_t *event, uint64_t *passed_at)
 {
     if (event != &q->hdr->not_full.word)
         return;
@@ -127,8 +126,8 @@ static int attempt_blocking(struct shmq *q, attempt_fn fn, void *op,
         if (until < 0 || check < until)
             until = check;
         int slept = wait_sleep(event, seen, until);
-        bool expired = slept == -ETIMEDOUT && deadline >= 0 &&
-                       wait_now() >= deadline;
+        bool expired =
+            slept == -ETIMEDOUT && deadline >= 0 && wait_now() >= deadline;
         /* Look again before announcing a sleeper: a woken waiter that
          * finds its message costs the next signaller no syscall. After
          * the deadline, this is the last look before giving up. */
