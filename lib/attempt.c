@@ -150,20 +150,13 @@ int shmq__ensure(struct shmq *q)
     return rc;
 }
 
-int shmq__run(struct shmq *q, attempt_fn fn, void *op, uint64_t *event,
-              int64_t timeout_ns)
+int shmq__wait_for(struct shmq *q, attempt_fn fn, void *op, uint64_t *event,
+                   int64_t timeout_ns)
 {
-    int rc = shmq__ensure(q);
-    if (rc < 0)
-        return rc;
-    struct ring_stall s = {0};
-    rc = fn(q, op, &s); /* fast path: no clock, no syscall */
-    if (rc != -EAGAIN && rc != -EINPROGRESS)
-        return rc;
     int saved = errno;
-    rc = timeout_ns == SHMQ_NOWAIT
-             ? attempt_nowait(q, fn, op)
-             : attempt_blocking(q, fn, op, event, timeout_ns);
+    int rc = timeout_ns == SHMQ_NOWAIT
+                 ? attempt_nowait(q, fn, op)
+                 : attempt_blocking(q, fn, op, event, timeout_ns);
     errno = saved;
     return rc;
 }

@@ -240,12 +240,6 @@ SHMQ_PUBLIC int shmq_put(shmq_t *q, const void *msg, size_t len,
         return -EMSGSIZE;
     struct iovec one = {(void *)msg, len};
     struct shmq__putv_op op = {&one, 1, len};
-    if (likely(shmq__liveness_current(q))) { /* the fast path: one try */
-        struct ring_stall s = {0};
-        int rc = shmq__putv_attempt(q, &op, &s);
-        if (shmq__final(rc))
-            return rc;
-    }
     return shmq__run(q, shmq__putv_attempt, &op, &q->hdr->not_full.word,
                      timeout_ns);
 }
@@ -306,14 +300,8 @@ SHMQ_PUBLIC int shmq_get(shmq_t *q, void *buf, size_t cap, size_t *len,
     if (!q || !len || (!buf && cap) || shmq__bad_timeout(timeout_ns))
         return -EINVAL;
     struct get_op op = {buf, cap, 0};
-    int rc = -EAGAIN;
-    if (likely(shmq__liveness_current(q))) { /* the fast path: one try */
-        struct ring_stall s = {0};
-        rc = get_attempt(q, &op, &s);
-    }
-    if (!shmq__final(rc))
-        rc =
-            shmq__run(q, get_attempt, &op, &q->hdr->not_empty.word, timeout_ns);
+    int rc =
+        shmq__run(q, get_attempt, &op, &q->hdr->not_empty.word, timeout_ns);
     if (rc == 0 || rc == -ENOBUFS)
         *len = (size_t)op.len;
     if (rc == -ENOBUFS) /* the wake that brought us here is another's */

@@ -230,11 +230,14 @@ static void late_announce(struct shmq *q)
     uint64_t *word = &q->hdr->late.word;
     uint64_t v = load_relaxed(word);
     /* seq_cst: ordered after the record's CAS and before the writer's
-     * next put, whose commit a consumer's acquire sees first (take). */
-    while (!__atomic_compare_exchange_n(word, &v,
+     * next put, whose commit a consumer's acquire sees first (take).
+     * Bounded: a word that never stops changing is scribbles, and then
+     * the record is still found when someone sees it at release. */
+    for (uint32_t i = 0; i < RING_RETRIES; i++)
+        if (__atomic_compare_exchange_n(word, &v,
                                         ((v >> 1) + 1) << 1 | LATE_HAS, 0,
                                         __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-        ;
+            return;
 }
 
 int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
@@ -656,19 +659,32 @@ void shmq__ring_end_owned(struct shmq *q)
 /* Snapshots                                                            */
 /* ------------------------------------------------------------------ */
 
-uint32_t shmq__ring_count(struct shmq *q)
+/* Records in flight (release to the tail) whose state is in `states`
+ * (a bit mask of 1u << state); *tail_seq the tail it walked to. */
+static uint32_t count_in_flight(struct shmq *q, unsigned states,
+                                uint32_t *tail_seq)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
-    if (tail_find(q, &r, &t) < 0)
+    if (tail_find(q, &r, &t) < 0) {
+        *tail_seq = pos_seq(r);
         return 0;
+    }
     uint32_t count = 0;
     for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
         uint64_t w = load_acquire(&ring_desc(q, s)->word);
-        unsigned st = desc_state(w);
-        if (desc_seq(w) == s && (st == DESC_COMMITTED || st == DESC_LATE))
+        if (desc_seq(w) == s && (states >> desc_state(w) & 1u))
             count++;
     }
-    return count > q->geo.maxsize ? q->geo.maxsize : count;
+    *tail_seq = pos_seq(t);
+    return count;
+}
+
+uint32_t shmq__ring_count(struct shmq *q)
+{
+    uint32_t tail;
+    uint32_t n =
+        count_in_flight(q, 1u << DESC_COMMITTED | 1u << DESC_LATE, &tail);
+    return n > q->geo.maxsize ? q->geo.maxsize : n;
 }
 
 bool shmq__ring_full(struct shmq *q)
@@ -695,17 +711,10 @@ bool shmq__ring_has_room(struct shmq *q, uint32_t records, uint64_t units)
 
 uint32_t shmq__ring_committed(struct shmq *q)
 {
-    uint64_t r = load_acquire(&q->hdr->release.word), t;
-    if (tail_find(q, &r, &t) < 0)
-        return pos_seq(r);
     /* Records still being written (puts in progress, open reservations)
      * are not messages yet: a JoinableQueue does not count them. */
-    uint32_t writing = 0;
-    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
-        uint64_t w = load_acquire(&ring_desc(q, s)->word);
-        unsigned st = desc_state(w);
-        if (desc_seq(w) == s && (st == DESC_WRITING || st == DESC_SKIPPED))
-            writing++;
-    }
-    return pos_seq(t) - writing;
+    uint32_t tail;
+    uint32_t writing =
+        count_in_flight(q, 1u << DESC_WRITING | 1u << DESC_SKIPPED, &tail);
+    return tail - writing;
 }
