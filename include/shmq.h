@@ -436,7 +436,9 @@ int shmq_put_begin(shmq_t *q, size_t max_len, struct shmq_msg *m,
  * not an open reservation of this handle in this process: nothing
  * changes), or -EPIPE (the queue was closed since put_begin: the message
  * is dropped as if aborted). The room a shorter message does not use
- * comes back with the record, in ring order. Does not block.
+ * comes back at once when no put claimed room after the reservation
+ * yet (the usual case); otherwise it comes back with the record, in ring
+ * order. Does not block.
  */
 int shmq_put_commit(shmq_t *q, struct shmq_msg *m, size_t len);
 

@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #define SHMQ_MAGIC          0x31514d48534dull /* "SHMQ1" little-endian, in a u64 */
-#define SHMQ_LAYOUT_VERSION 2u
+#define SHMQ_LAYOUT_VERSION 3u
 #define SHMQ_CACHELINE      64
 #define SHMQ_PARTICIPANTS   1024u /* owner field is 10 bits */
 
@@ -70,6 +70,9 @@ enum desc_state {
                            commit makes it DESC_LATE and announces it */
     DESC_LATE = 6,      /* committed after consumers went past it: found
                            through the header's late word, not the head */
+    DESC_LOCKED = 7,    /* an unclaimed descriptor (its seq is still the
+                           previous lap's) that owner keeps from being
+                           claimed while the record before it shrinks */
 };
 
 #define DESC_OWNER_BITS 10

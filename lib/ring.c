@@ -67,6 +67,8 @@
  * every clearing, so a clearing CAS fails if anyone announced meanwhile. */
 #define LATE_HAS 1u
 
+static bool abort_writing(struct shmq *q, uint64_t w);
+
 static bool units_ok(const struct shmq *q, uint32_t units)
 {
     return units >= 1 && units <= q->geo.max_units;
@@ -159,14 +161,67 @@ static int tail_find(struct shmq *q, uint64_t *r, uint64_t *tail)
 /* Claim, commit, abort                                                 */
 /* ------------------------------------------------------------------ */
 
-/* One claim attempt. 0 claimed; 1 try again; -EAGAIN full; -EBADMSG. */
-static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
+/* Where a walk is: a sequence number and its position. */
+struct walk {
+    uint32_t seq;
+    uint32_t pos;
+};
+
+/* Positions are sums of units, and a record being written may still
+ * shrink (a short commit, while nobody claimed the record after it). A
+ * walk that went past a record it saw being written therefore checks,
+ * once the record it stopped at is claimed (so every record before it
+ * is final), that the units from `from` on still add up to `at`. */
+static bool walk_still_true(struct shmq *q, struct walk from, struct walk at)
+{
+    uint32_t pos = from.pos;
+    for (uint32_t s = from.seq; s != at.seq; s++) {
+        uint64_t w = load_acquire(&ring_desc(q, s)->word);
+        if (desc_seq(w) != s || !units_ok(q, desc_units(w)))
+            return false; /* released and reused meanwhile: look again */
+        pos += desc_units(w);
+    }
+    return pos == at.pos;
+}
+
+/* Our claim stands at seq: find its true position, summing the units of
+ * the records from the first one seen being written (or from release,
+ * if release passed it: release is exact). -EBADMSG if it never holds. */
+static int claim_settle(struct shmq *q, struct walk from, uint32_t seq,
+                        uint32_t *pos)
+{
+    for (uint32_t i = 0; i < RING_RETRIES; i++) {
+        uint64_t r = load_acquire(&q->hdr->release.word);
+        struct walk start = from;
+        if (pos_seq(r) - from.seq <= seq - from.seq)
+            start = (struct walk){pos_seq(r), pos_units(r)};
+        uint32_t p = start.pos;
+        bool ok = true;
+        for (uint32_t s = start.seq; s != seq && ok; s++) {
+            uint64_t w = load_acquire(&ring_desc(q, s)->word);
+            ok = desc_seq(w) == s && units_ok(q, desc_units(w));
+            p += desc_units(w);
+        }
+        if (ok) {
+            *pos = p;
+            return 0;
+        }
+    }
+    return -EBADMSG;
+}
+
+/* One claim attempt. 0 claimed; 1 try again; -EAGAIN full; -EINPROGRESS
+ * (the next descriptor is locked: stall names its holder); -EBADMSG. */
+static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref,
+                      bool reserve, struct ring_stall *stall)
 {
     struct shmq_header *h = q->hdr;
     uint64_t r = load_acquire(&h->release.word);
     uint64_t hint = load_acquire(&h->tail.word);
     uint64_t t = cursor_start(q, r, hint, load_relaxed(&q->tail_cache), false);
     uint32_t seq = pos_seq(t), pos = pos_units(t), n = q->geo.desc_count;
+    struct walk writer = {0, 0};
+    bool passed_writer = false;
 
     for (uint32_t i = 0; i <= q->geo.maxsize; i++) {
         struct shmq_desc *d = ring_desc(q, seq);
@@ -174,6 +229,10 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
         if (desc_seq(w) == seq) { /* claimed: walk past it */
             if (!units_ok(q, desc_units(w)))
                 return -EBADMSG;
+            if (desc_state(w) == DESC_WRITING && !passed_writer) {
+                passed_writer = true;
+                writer = (struct walk){seq, pos};
+            }
             seq++;
             pos += desc_units(w);
             continue;
@@ -184,6 +243,11 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
             /* Full by our snapshot of release; a newer one may say not. */
             return load_acquire(&h->release.word) != r ? 1 : -EAGAIN;
         }
+        if (desc_seq(w) == seq - n && desc_state(w) == DESC_LOCKED) {
+            stall->has_owner = true;
+            stall->word = w;
+            return -EINPROGRESS;
+        }
         /* Below the bound, the previous lap's record was released: its
          * descriptor must say so, or our snapshot is stale (or scribbled
          * on: the caller's retry limit tells). */
@@ -193,24 +257,33 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref)
         uint64_t mine = desc_pack(seq, DESC_WRITING, q->slot, units);
         if (!cas_acq_rel(&d->word, &w, mine))
             continue; /* someone claimed it: look again */
-        uint64_t next = pos_pack(seq + 1, pos + units);
-        store_relaxed(&q->tail_cache, next);
-        cursor_publish(&h->tail.word, hint, next);
-        *ref =
-            (struct ring_ref){.seq = seq, .pos = pos, .units = units, .d = d};
+        if (passed_writer && claim_settle(q, writer, seq, &pos) < 0) {
+            abort_writing(q, mine);
+            return -EBADMSG;
+        }
+        *ref = (struct ring_ref){
+            .seq = seq, .pos = pos, .units = units, .reserve = reserve, .d = d};
+        if (!reserve) { /* a hint or cache embeds our size */
+            uint64_t next = pos_pack(seq + 1, pos + units);
+            store_relaxed(&q->tail_cache, next);
+            cursor_publish(&h->tail.word, hint, next);
+        }
         return 0;
     }
     return 1;
 }
 
-int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
-                     struct ring_stall *stall)
+static int claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
+                 bool reserve, struct ring_stall *stall)
 {
     uint32_t units = units_for(q, len);
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
-        int rc = claim_once(q, units, ref);
+        stall->has_owner = false;
+        int rc = claim_once(q, units, ref, reserve, stall);
         if (rc == 1)
             continue;
+        if (rc == -EINPROGRESS)
+            return -EAGAIN; /* a short commit next door: wait for it */
         if (rc != -EAGAIN)
             return rc;
         /* Room may be waiting behind a release nobody advanced. */
@@ -220,6 +293,18 @@ int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
         return -EAGAIN;
     }
     return -EBADMSG;
+}
+
+int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
+                     struct ring_stall *stall)
+{
+    return claim(q, len, ref, false, stall);
+}
+
+int shmq__ring_reserve(struct shmq *q, uint64_t len, struct ring_ref *ref,
+                       struct ring_stall *stall)
+{
+    return claim(q, len, ref, true, stall);
 }
 
 /* Tell consumers that a late record exists (after it became DESC_LATE).
@@ -240,21 +325,56 @@ static void late_announce(struct shmq *q)
             return;
 }
 
-int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
+/* Short commits. A record's position is the sum of the units before it,
+ * so a reservation may give back what its commit does not use only while
+ * no record after it is claimed; and nobody may claim one meanwhile with
+ * the old size. So the next descriptor (unclaimed: still the previous
+ * lap's, done) is locked first, and unlocked with its owner field
+ * changed, so that a claim CAS expecting the word it saw before fails
+ * and looks again. A claimer that walked past the record
+ * while it was being written sums the units again once its claim stands
+ * (claim_settle). Only the record's writer locks, for three CASes. */
+static bool shrink_lock(struct shmq *q, uint32_t next, uint64_t *was)
+{
+    struct shmq_desc *d = ring_desc(q, next);
+    uint64_t w = load_acquire(&d->word);
+    uint32_t prev_lap = next - q->geo.desc_count;
+    if (desc_seq(w) != prev_lap ||
+        (desc_state(w) != DESC_FREE && desc_state(w) != DESC_ABORTED))
+        return false;
+    *was = w;
+    return cas_acq_rel(&d->word, &w,
+                       desc_pack(prev_lap, DESC_LOCKED, q->slot,
+                                 desc_units(w)));
+}
+
+/* Unlock a locked descriptor (ours, or a dead holder's). */
+static bool shrink_unlock(struct shmq *q, uint64_t locked)
+{
+    uint32_t seq = desc_seq(locked);
+    uint64_t w = locked;
+    /* FREE and ABORTED mean the same to everyone once release passed */
+    uint64_t flipped = desc_pack(seq, DESC_FREE, desc_owner(locked) ^ 1u,
+                                 desc_units(locked));
+    /* release: a claimer that sees the unlocked word sees our commit */
+    return __atomic_compare_exchange_n(&ring_desc(q, seq)->word, &w, flipped,
+                                       0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t units)
 {
     struct shmq_desc *d = ref_desc(q, ref);
-    /* release: a consumer that reads this len also sees our claim of the
-     * word (take re-checks the word after reading len) */
-    store_release(&d->len, len);
     uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units);
     uint64_t skipped = desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->units);
     /* seq_cst: publishes the payload, and is ordered before the load of
      * the closed flag (queue.c) and of the event a signaller does next */
     if (__atomic_compare_exchange_n(
-            &d->word, &w,
-            desc_pack(ref->seq, DESC_COMMITTED, q->slot, ref->units), 0,
-            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+            &d->word, &w, desc_pack(ref->seq, DESC_COMMITTED, q->slot, units),
+            0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+        ref->units = units;
         return 0;
+    }
+    /* Skipped: a record after ours is claimed, so units did not change. */
     if (w != skipped ||
         !__atomic_compare_exchange_n(
             &d->word, &w, desc_pack(ref->seq, DESC_LATE, q->slot, ref->units),
@@ -263,6 +383,25 @@ int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
     ref->late = true;
     late_announce(q);
     return 0;
+}
+
+int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
+{
+    /* release: a consumer that reads this len also sees our claim of the
+     * word (take re-checks the word after reading len) */
+    struct shmq_desc *d = ref_desc(q, ref);
+    store_release(&d->len, len);
+    uint32_t need = units_for(q, len);
+    uint64_t locked;
+    if (!ref->reserve || need >= ref->units ||
+        !shrink_lock(q, ref->seq + 1, &locked))
+        return commit_as(q, ref, ref->units);
+    int rc = commit_as(q, ref, need);
+    uint64_t mine = desc_pack(desc_seq(locked), DESC_LOCKED, q->slot,
+                              desc_units(locked));
+    if (!shrink_unlock(q, mine))
+        rc = -EBADMSG;
+    return rc;
 }
 
 static void count_aborted(struct shmq *q)
@@ -307,12 +446,6 @@ int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref)
 /* ------------------------------------------------------------------ */
 /* Take                                                                 */
 /* ------------------------------------------------------------------ */
-
-/* Where a walk is: a sequence number and its position. */
-struct walk {
-    uint32_t seq;
-    uint32_t pos;
-};
 
 /* Take record (seq, pos) whose word was seen as w (COMMITTED or LATE).
  * 0, 1 (it changed: walk again), -ENOBUFS, -EBADMSG. */
@@ -368,8 +501,9 @@ static int take_late_scan(struct shmq *q, uint64_t seen, void *buf, size_t cap,
 {
     uint64_t *word = &q->hdr->late.word;
     uint64_t r = load_acquire(&q->hdr->release.word);
-    struct walk at = {pos_seq(r), pos_units(r)};
+    struct walk at = {pos_seq(r), pos_units(r)}, first_writer = at;
     uint32_t n = q->geo.desc_count;
+    bool writer = false; /* as in take_once */
     for (uint32_t i = 0;; i++) {
         if (i > q->geo.maxsize)
             return 1; /* the queue moved under us: look again */
@@ -383,7 +517,13 @@ static int take_late_scan(struct shmq *q, uint64_t seen, void *buf, size_t cap,
         if (!units_ok(q, desc_units(w)))
             return -EBADMSG;
         if (desc_state(w) == DESC_LATE)
-            return take_record(q, d, at, w, buf, cap, len, ref);
+            return writer && !walk_still_true(q, first_writer, at)
+                       ? 1
+                       : take_record(q, d, at, w, buf, cap, len, ref);
+        if (desc_state(w) == DESC_WRITING && !writer) {
+            writer = true;
+            first_writer = at;
+        }
         at.seq++;
         at.pos += desc_units(w);
     }
@@ -447,7 +587,7 @@ take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
     struct walk at = {pos_seq(start), pos_units(start)};
     uint32_t n = q->geo.desc_count;
     bool writer = false; /* a record being written lies behind `at` */
-    uint32_t first_writer = 0;
+    struct walk first_writer = {0, 0};
 
     for (uint32_t i = 0; i <= q->geo.maxsize; i++) {
         struct shmq_desc *d = ring_desc(q, at.seq);
@@ -466,7 +606,8 @@ take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
             int rc = take_late(q, buf, cap, len, ref);
             if (rc != -EAGAIN)
                 return rc;
-            if (writer && !skip_writers(q, first_writer, at.seq))
+            if (writer && (!skip_writers(q, first_writer.seq, at.seq) ||
+                           !walk_still_true(q, first_writer, at)))
                 return 1;
             rc = take_record(q, d, at, w, buf, cap, len, ref);
             if (rc == 0)
@@ -475,7 +616,7 @@ take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
         }
         if (st == DESC_WRITING && !writer) {
             writer = true;
-            first_writer = at.seq;
+            first_writer = at;
             stall->has_owner = true;
             stall->word = w;
         } else if (st != DESC_WRITING && !state_done(st)) {
@@ -583,7 +724,7 @@ void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
         late_announce(q);
         return;
     }
-    if (st == DESC_WRITING || st == DESC_SKIPPED ||
+    if (st == DESC_WRITING || st == DESC_SKIPPED || st == DESC_LOCKED ||
         (readers && st == DESC_READING)) {
         stall->has_owner = true;
         stall->word = w;
@@ -603,6 +744,9 @@ bool shmq__ring_recover(struct shmq *q, const struct ring_stall *stall)
     case DESC_WRITING:
     case DESC_SKIPPED:
         done = abort_writing(q, w);
+        break;
+    case DESC_LOCKED:
+        done = shrink_unlock(q, w);
         break;
     case DESC_READING:
         /* The message went with its reader: nobody will task_done it. */
@@ -642,6 +786,11 @@ static void end_records_of(struct shmq *q, unsigned slot, bool dead)
             cas_acq_rel(&ring_desc(q, s)->word, &w,
                         desc_pack(s, DESC_FREE, slot, desc_units(w)));
     }
+    /* A short commit's lock on the descriptor after the last record */
+    uint64_t w = load_acquire(&ring_desc(q, pos_seq(t))->word);
+    if (desc_state(w) == DESC_LOCKED && desc_owner(w) == slot &&
+        desc_seq(w) == pos_seq(t) - q->geo.desc_count)
+        shrink_unlock(q, w);
     shmq__ring_advance_release(q);
 }
 

@@ -22,6 +22,7 @@ struct ring_ref {
     uint32_t units;
     bool copied; /* shmq__ring_take copied the payload and freed the record */
     bool late;   /* committed after consumers went past it (DESC_LATE) */
+    bool reserve; /* a reservation: a short commit may give room back */
     struct shmq_desc *d; /* its descriptor, or NULL: look it up */
 };
 
@@ -59,9 +60,15 @@ static inline struct shmq_desc *ref_desc(const struct shmq *q,
  * -EBADMSG (corrupt). */
 int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
                      struct ring_stall *stall);
+/* The same for a reservation, whose commit may be shorter: its claim
+ * publishes no cursor hint (a hint embeds the record's size). */
+int shmq__ring_reserve(struct shmq *q, uint64_t len, struct ring_ref *ref,
+                       struct ring_stall *stall);
 
 /* Publish a claimed record whose first len bytes are written (len may be
- * less than the claim). 0 or -EBADMSG. */
+ * less than the claim). A reservation whose record is still the last
+ * claimed one gives back the units len does not need (ref->units is
+ * updated). 0 or -EBADMSG. */
 int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len);
 
 /* Take back a committed record that no consumer took yet (the queue was

@@ -41,7 +41,8 @@ static bool msg_ref(const struct shmq *q, const struct shmq_msg *m,
         return false;
     *ref = (struct ring_ref){.seq = (uint32_t)m->priv[0],
                              .units = (uint32_t)(m->priv[0] >> 32),
-                             .pos = (uint32_t)m->priv[1]};
+                             .pos = (uint32_t)m->priv[1],
+                             .reserve = kind == MSG_RESERVED};
     return ref->units >= 1 && ref->units <= q->geo.max_units;
 }
 
@@ -74,7 +75,7 @@ static int put_begin_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (shmq__closed(q))
         return -EPIPE;
     struct ring_ref ref;
-    int rc = shmq__ring_claim(q, op->max_len, &ref, s);
+    int rc = shmq__ring_reserve(q, op->max_len, &ref, s);
     if (rc == 0)
         msg_set(q, op->m, &ref, MSG_RESERVED, op->max_len);
     return rc;
@@ -108,8 +109,11 @@ SHMQ_PUBLIC int shmq_put_commit(shmq_t *q, struct shmq_msg *m, size_t len)
         rc = shmq__ring_abort(q, &ref) < 0 ? -EINVAL : -EPIPE;
         wait_signal(&q->hdr->not_empty.word);
     } else {
+        uint32_t claimed = ref.units;
         rc = shmq__ring_commit(q, &ref, len) < 0 ? -EINVAL
                                                  : shmq__put_settle(q, &ref);
+        if (ref.units < claimed) /* room given back */
+            wait_signal(&q->hdr->not_full.word);
     }
     errno = saved;
     msg_clear(m);

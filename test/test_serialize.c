@@ -13,8 +13,7 @@
  *
  * Tests of rules the library breaks today are built with
  * -DSHMQ_KNOWN_BUGS only (so that the shared tree stays green), each with
- * a comment saying what goes wrong: short_commit_gives_unused_room_back,
- * put_many_all_racing_close.
+ * a comment saying what goes wrong: put_many_all_racing_close.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -1418,7 +1417,6 @@ Test(serialize, open_reservation_holds_back_no_message, .timeout = 20)
  * Known bug (lib/ring.c): a record keeps the units it was claimed with
  * until it is freed, so the unused room comes back only when the
  * message is consumed (here: 0 more 8-byte messages fit, not 63). */
-#ifdef SHMQ_KNOWN_BUGS
 Test(serialize, short_commit_gives_unused_room_back, .timeout = 10)
 {
     shmq_t *q = make(64, 512, 512, 0);
@@ -1440,7 +1438,6 @@ Test(serialize, short_commit_gives_unused_room_back, .timeout = 10)
                  n, fit);
     shmq_release(q);
 }
-#endif
 
 /* Several open reservations and borrows, from several threads. */
 struct holder {
