@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attempt.h"
+#include "packed.h"
 #include "queue.h"
 #include "wait.h"
 
@@ -62,13 +63,102 @@ static int64_t remaining(wait_deadline_t deadline)
     return left > 0 ? left : SHMQ_NOWAIT;
 }
 
-/* Without flags: like write(2) on a pipe, as many as fit by the deadline. */
+/* ------------------------------------------------------------------ */
+/* Packed records: a batch paying the synchronisation once              */
+/* ------------------------------------------------------------------ */
+
+/* How many of msgs[0..n) go into one packed record (lib/packed.h): small
+ * messages, up to the record's limits. 1 when packing does not pay or is
+ * not allowed: a JoinableQueue counts records for join, one per task. */
+static size_t pack_run(const struct shmq *q, const struct iovec *msgs,
+                       size_t n)
+{
+    if (q->geo.flags & SHMQ_JOINABLE)
+        return 1;
+    uint32_t max_units = q->geo.max_units < DESC_PACKED_UNITS
+                             ? q->geo.max_units
+                             : DESC_PACKED_UNITS;
+    if (max_units > q->geo.cap_units)
+        max_units = q->geo.cap_units;
+    uint64_t max_bytes = (uint64_t)max_units << q->geo.unit_shift;
+    uint64_t bytes = 0;
+    size_t k = 0;
+    while (k < n && k < PACKED_SPAN_MAX && k < q->geo.maxsize &&
+           msgs[k].iov_len <= PACKED_MSG_MAX) {
+        uint64_t more = sizeof(struct packed_entry) +
+                        ((msgs[k].iov_len + 7) & ~(uint64_t)7);
+        if (bytes + more > max_bytes)
+            break;
+        bytes += more;
+        k++;
+    }
+    return k >= 2 ? k : 1;
+}
+
+struct packed_op {
+    const struct iovec *msgs;
+    size_t k;
+};
+
+/* Claim, write and commit one packed record: its messages are delivered
+ * all together or, if the queue was closed before the commit, none. */
+static int packed_attempt(struct shmq *q, void *arg, struct ring_stall *s)
+{
+    const struct packed_op *op = arg;
+    if (shmq__closed(q))
+        return -EPIPE;
+    uint64_t bytes = shmq__packed_bytes(op->msgs, op->k);
+    struct ring_ref ref;
+    int rc = shmq__ring_claim_packed(q, (uint32_t)op->k, bytes, &ref, s);
+    if (rc < 0)
+        return rc;
+    shmq__packed_write(q, &ref, op->msgs, op->k);
+    if (shmq__ring_commit(q, &ref, bytes) < 0)
+        return -EBADMSG;
+    rc = shmq__put_settle(q, &ref);
+    /* shmq__put_settle woke one consumer: one per message, as puts do */
+    for (size_t i = 1; rc == 0 && i < op->k; i++)
+        wait_signal(&q->hdr->not_empty.word);
+    return rc;
+}
+
+/* Put msgs[0..*k) as one packed record without waiting, or fewer (*k is
+ * halved while the queue has no room for them). 0, -EAGAIN (not even
+ * two fit), or the errors of a put. */
+static int put_packed_now(struct shmq *q, const struct iovec *msgs, size_t *k)
+{
+    for (;;) {
+        struct packed_op op = {msgs, *k};
+        int rc = shmq__run(q, packed_attempt, &op, &q->hdr->not_full.word,
+                           SHMQ_NOWAIT);
+        if (rc != -EAGAIN || *k <= 2)
+            return rc;
+        *k /= 2;
+    }
+}
+
+/* Without flags: like write(2) on a pipe, as many as fit by the deadline.
+ * Runs of small messages go as packed records while there is room; a
+ * wait for room is for one message, as put's. */
 static int put_some(struct shmq *q, const struct iovec *msgs, size_t n,
                     int64_t timeout_ns)
 {
     wait_deadline_t deadline = wait_deadline(timeout_ns);
     size_t done = 0;
     while (done < n) {
+        size_t k = pack_run(q, msgs + done, n - done);
+        if (k >= 2) {
+            int rc = put_packed_now(q, msgs + done, &k);
+            if (rc == 0) {
+                done += k;
+                continue;
+            }
+            if (rc != -EAGAIN) {
+                if (done > 0)
+                    break;
+                return rc;
+            }
+        }
         int64_t t = done == 0 ? timeout_ns : remaining(deadline);
         int rc = shmq_put(q, msgs[done].iov_base, msgs[done].iov_len, t);
         if (rc < 0) {
@@ -165,6 +255,12 @@ static int put_all(struct shmq *q, const struct iovec *msgs, size_t n,
     uint64_t units = batch_units(q, msgs, n);
     if (n > q->geo.maxsize || units > q->geo.cap_units)
         return -EMSGSIZE; /* could never fit */
+    if (n >= 2 && pack_run(q, msgs, n) == n) { /* one record: all or none */
+        struct packed_op op = {msgs, n};
+        int rc = shmq__run(q, packed_attempt, &op, &q->hdr->not_full.word,
+                           timeout_ns);
+        return rc < 0 ? rc : (int)n;
+    }
     struct ring_ref stack_refs[ALL_STACK_REFS];
     struct ring_ref *refs = stack_refs;
     if (n > ALL_STACK_REFS) {
@@ -231,10 +327,10 @@ static int take_one(struct shmq *q, struct many_op *op, struct ring_stall *s)
         return rc;
     if (!ref.copied) {
         if (len && dst) /* dst is NULL only for cap 0: len 0 */
-            memcpy(dst, ring_addr(q, ref.pos), len);
+            memcpy(dst, ref_data(q, &ref), len);
         rc = shmq__ring_free(q, &ref);
     }
-    shmq__freed(q, ref.seq);
+    shmq__freed(q, &ref);
     op->msgs[op->count].iov_base = dst;
     op->msgs[op->count].iov_len = (size_t)len;
     op->count++;

@@ -25,6 +25,7 @@
 #define SHMQ_LAYOUT_H
 
 #include <stdalign.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,13 +53,20 @@ static inline uint32_t pos_units(uint64_t w)
 }
 
 /*
- * A descriptor word: the state of one message sequence number.
+ * A descriptor word: the state of one record, which starts at sequence
+ * number seq and covers `span` sequence numbers, one per message.
  *   bits  0..31  seq     the sequence number this state is for
  *   bits 32..34  state   enum desc_state
  *   bits 35..44  owner   participant slot of the writer or reader
- *   bits 45..63  units   storage units the record occupies (>= 1)
+ *   bits 45..63  size    the record's size:
+ *                          bit 18 clear: units (>= 1), one message
+ *                          bit 18 set:   a packed record (lib/packed.c):
+ *                                        span - 1 in bits 12..17, units
+ *                                        in bits 0..11
  * Claiming a record is one CAS on this word, so who owns a record and
  * how long it is are never unknown, whatever instant a process dies at.
+ * The descriptors of the other sequence numbers a packed record covers
+ * are not used: walks step from a record to seq + span.
  */
 enum desc_state {
     DESC_FREE = 0,      /* consumed (or never used): reusable by seq+N */
@@ -70,21 +78,29 @@ enum desc_state {
                            commit makes it DESC_LATE and announces it */
     DESC_LATE = 6,      /* committed after consumers went past it: found
                            through the header's late word, not the head */
-    DESC_LOCKED = 7,    /* an unclaimed descriptor (its seq is still the
-                           previous lap's) that owner keeps from being
+    DESC_LOCKED = 7,    /* an unclaimed descriptor (its seq is still an
+                           earlier lap's) that owner keeps from being
                            claimed while the record before it shrinks */
 };
 
-#define DESC_OWNER_BITS 10
-#define DESC_UNITS_BITS 19
-#define DESC_MAX_UNITS  ((1u << DESC_UNITS_BITS) - 1)
+#define DESC_OWNER_BITS  10
+#define DESC_SIZE_BITS   19
+#define DESC_PACKED      (1u << 18)
+#define DESC_MAX_UNITS   (DESC_PACKED - 1)
+#define DESC_PACKED_UNITS ((1u << 12) - 1)
+#define DESC_PACKED_SPAN 64u
 
 static inline uint64_t desc_pack(uint32_t seq, unsigned state, unsigned owner,
-                                 uint32_t units)
+                                 uint32_t size)
 {
     return (uint64_t)seq | (uint64_t)(state & 7u) << 32 |
            (uint64_t)(owner & (SHMQ_PARTICIPANTS - 1)) << 35 |
-           (uint64_t)(units & DESC_MAX_UNITS) << 45;
+           (uint64_t)(size & ((1u << DESC_SIZE_BITS) - 1)) << 45;
+}
+/* The size field of a packed record of span messages in units. */
+static inline uint32_t desc_packed_size(uint32_t span, uint32_t units)
+{
+    return DESC_PACKED | (span - 1) << 12 | units;
 }
 static inline uint32_t desc_seq(uint64_t w)
 {
@@ -98,9 +114,29 @@ static inline unsigned desc_owner(uint64_t w)
 {
     return (unsigned)(w >> 35) & (SHMQ_PARTICIPANTS - 1);
 }
+/* The size field as it is (to rebuild a word in another state). */
+static inline uint32_t desc_size(uint64_t w)
+{
+    return (uint32_t)(w >> 45);
+}
+static inline bool desc_packed(uint64_t w)
+{
+    return desc_size(w) & DESC_PACKED;
+}
 static inline uint32_t desc_units(uint64_t w)
 {
-    return (uint32_t)(w >> 45) & DESC_MAX_UNITS;
+    uint32_t f = desc_size(w);
+    return f & DESC_PACKED ? f & DESC_PACKED_UNITS : f;
+}
+static inline uint32_t desc_span(uint64_t w)
+{
+    uint32_t f = desc_size(w);
+    return f & DESC_PACKED ? ((f >> 12) & (DESC_PACKED_SPAN - 1)) + 1 : 1;
+}
+/* The same record in another state (and owner). */
+static inline uint64_t desc_with(uint64_t w, unsigned state, unsigned owner)
+{
+    return desc_pack(desc_seq(w), state, owner, desc_size(w));
 }
 
 /* One message sequence number's descriptor.

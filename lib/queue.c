@@ -196,7 +196,7 @@ SHMQ_PUBLIC void shmq_release(shmq_t *q)
  * look at the flag: either that consumer's last look sees the record, or
  * this load sees the flag. A record a consumer has taken already is
  * delivered. */
-int shmq__put_settle(struct shmq *q, const struct ring_ref *ref)
+int shmq__put_settle(struct shmq *q, struct ring_ref *ref)
 {
     int rc = 0;
     if (__atomic_load_n(&q->hdr->closed.word, __ATOMIC_SEQ_CST) &&
@@ -266,12 +266,15 @@ int shmq__take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
     return rc;
 }
 
-void shmq__freed(struct shmq *q, uint32_t seq)
+void shmq__freed(struct shmq *q, const struct ring_ref *ref)
 {
     /* Moving release costs a CAS on a line every producer reads: do it
-     * for a batch of records, or at once when a producer sleeps. One
-     * that finds the queue full moves it itself (shmq__ring_claim). */
-    if ((seq & RELEASE_EVERY) == RELEASE_EVERY ||
+     * for a batch of records (a packed record is one), or at once when a
+     * producer sleeps. One that finds the queue full moves it itself
+     * (shmq__ring_claim). */
+    if (!ref->freed)
+        return;
+    if ((ref->seq & RELEASE_EVERY) == RELEASE_EVERY || ref->entry ||
         wait_has_sleepers(&q->hdr->not_full.word)) {
         shmq__ring_advance_release(q);
         wait_signal(&q->hdr->not_full.word);
@@ -287,10 +290,10 @@ static int get_attempt(struct shmq *q, void *arg, struct ring_stall *s)
         return rc;
     if (!ref.copied) {
         if (op->len) /* buf may be NULL for a 0-byte message */
-            memcpy(op->buf, ring_addr(q, ref.pos), op->len);
+            memcpy(op->buf, ref_data(q, &ref), op->len);
         rc = shmq__ring_free(q, &ref);
     }
-    shmq__freed(q, ref.seq);
+    shmq__freed(q, &ref);
     return rc;
 }
 

@@ -34,29 +34,13 @@
 #include <errno.h>
 #include <string.h>
 
+#include "packed.h"
 #include "ring.h"
 
 /* Attempts before a step concludes that nobody makes progress and the
  * region must have been scribbled on. Each failed attempt means another
  * process completed a step, so honest contention never gets close. */
 #define RING_RETRIES (1u << 18)
-/* Largest payload a consumer copies before it takes the record, into a
- * bounce buffer on its stack (the caller's buffer is written only once
- * the record is ours). Larger ones are claimed first, so that consumers
- * racing for one record do not all copy it. Under ThreadSanitizer, which
- * would rightly see the copy of a record that another consumer freed and
- * a producer reused as a race (the CAS then fails and the copy is
- * dropped), every record is claimed first. */
-#if defined(__SANITIZE_THREAD__)
-#define RING_COPY_FIRST_MAX 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RING_COPY_FIRST_MAX 0
-#endif
-#endif
-#ifndef RING_COPY_FIRST_MAX
-#define RING_COPY_FIRST_MAX 512
-#endif
 /* Most records one CAS moves release past. */
 #define RELEASE_BATCH 64u
 /* The shared tail and head hints are published once per this many
@@ -72,6 +56,27 @@ static bool abort_writing(struct shmq *q, uint64_t w);
 static bool units_ok(const struct shmq *q, uint32_t units)
 {
     return units >= 1 && units <= q->geo.max_units;
+}
+
+/* A claimed record's size fields, bounded before any walk steps by them. */
+static bool rec_ok(const struct shmq *q, uint64_t w)
+{
+    return units_ok(q, desc_units(w)) && desc_span(w) <= q->geo.maxsize;
+}
+
+/* Is s before end (sequence numbers wrap)? */
+static bool seq_before(uint32_t s, uint32_t end)
+{
+    return end - s - 1 < (1u << 31);
+}
+
+/* Does w, read at sequence number seq's descriptor, belong to an earlier
+ * lap (so seq is unclaimed)? The other sequence numbers a packed record
+ * covered keep older laps' words, so any earlier lap counts. */
+static bool earlier_lap(const struct shmq *q, uint64_t w, uint32_t seq)
+{
+    uint32_t back = seq - desc_seq(w);
+    return back >= q->geo.desc_count && back < (1u << 31);
 }
 
 static bool state_done(unsigned st)
@@ -136,9 +141,9 @@ static int tail_walk(struct shmq *q, uint64_t r, uint64_t *tail)
             *tail = pos_pack(seq, pos);
             return 0;
         }
-        if (!units_ok(q, desc_units(w)))
+        if (!rec_ok(q, w))
             return -EBADMSG;
-        seq++;
+        seq += desc_span(w);
         pos += desc_units(w);
     }
     return 1; /* longer than the queue can be: release moved meanwhile */
@@ -174,14 +179,15 @@ struct walk {
  * is final), that the units from `from` on still add up to `at`. */
 static bool walk_still_true(struct shmq *q, struct walk from, struct walk at)
 {
-    uint32_t pos = from.pos;
-    for (uint32_t s = from.seq; s != at.seq; s++) {
+    uint32_t pos = from.pos, s = from.seq;
+    while (seq_before(s, at.seq)) {
         uint64_t w = load_acquire(&ring_desc(q, s)->word);
-        if (desc_seq(w) != s || !units_ok(q, desc_units(w)))
+        if (desc_seq(w) != s || !rec_ok(q, w))
             return false; /* released and reused meanwhile: look again */
+        s += desc_span(w);
         pos += desc_units(w);
     }
-    return pos == at.pos;
+    return s == at.seq && pos == at.pos;
 }
 
 /* Our claim stands at seq: find its true position, summing the units of
@@ -195,14 +201,15 @@ static int claim_settle(struct shmq *q, struct walk from, uint32_t seq,
         struct walk start = from;
         if (pos_seq(r) - from.seq <= seq - from.seq)
             start = (struct walk){pos_seq(r), pos_units(r)};
-        uint32_t p = start.pos;
+        uint32_t p = start.pos, s = start.seq;
         bool ok = true;
-        for (uint32_t s = start.seq; s != seq && ok; s++) {
+        while (ok && seq_before(s, seq)) {
             uint64_t w = load_acquire(&ring_desc(q, s)->word);
-            ok = desc_seq(w) == s && units_ok(q, desc_units(w));
+            ok = desc_seq(w) == s && rec_ok(q, w);
+            s += desc_span(w);
             p += desc_units(w);
         }
-        if (ok) {
+        if (ok && s == seq) {
             *pos = p;
             return 0;
         }
@@ -212,14 +219,16 @@ static int claim_settle(struct shmq *q, struct walk from, uint32_t seq,
 
 /* One claim attempt. 0 claimed; 1 try again; -EAGAIN full; -EINPROGRESS
  * (the next descriptor is locked: stall names its holder); -EBADMSG. */
-static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref,
+static int claim_once(struct shmq *q, uint32_t size, struct ring_ref *ref,
                       bool reserve, struct ring_stall *stall)
 {
     struct shmq_header *h = q->hdr;
     uint64_t r = load_acquire(&h->release.word);
     uint64_t hint = load_acquire(&h->tail.word);
     uint64_t t = cursor_start(q, r, hint, load_relaxed(&q->tail_cache), false);
-    uint32_t seq = pos_seq(t), pos = pos_units(t), n = q->geo.desc_count;
+    uint32_t seq = pos_seq(t), pos = pos_units(t);
+    uint64_t as = desc_pack(0, 0, 0, size); /* our size, as a word */
+    uint32_t units = desc_units(as), span = desc_span(as);
     struct walk writer = {0, 0};
     bool passed_writer = false;
 
@@ -227,44 +236,48 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref,
         struct shmq_desc *d = ring_desc(q, seq);
         uint64_t w = load_acquire(&d->word);
         if (desc_seq(w) == seq) { /* claimed: walk past it */
-            if (!units_ok(q, desc_units(w)))
+            if (!rec_ok(q, w))
                 return -EBADMSG;
             if (desc_state(w) == DESC_WRITING && !passed_writer) {
                 passed_writer = true;
                 writer = (struct walk){seq, pos};
             }
-            seq++;
+            seq += desc_span(w);
             pos += desc_units(w);
             continue;
         }
         uint32_t used_seq = seq - pos_seq(r), used_units = pos - pos_units(r);
-        if (used_seq >= q->geo.maxsize ||
+        if (used_seq > q->geo.maxsize || span > q->geo.maxsize - used_seq ||
             used_units + units > q->geo.cap_units) {
             /* Full by our snapshot of release; a newer one may say not. */
             return load_acquire(&h->release.word) != r ? 1 : -EAGAIN;
         }
-        if (desc_seq(w) == seq - n && desc_state(w) == DESC_LOCKED) {
+        if (earlier_lap(q, w, seq) && desc_state(w) == DESC_LOCKED) {
             stall->has_owner = true;
             stall->word = w;
             return -EINPROGRESS;
         }
-        /* Below the bound, the previous lap's record was released: its
+        /* Below the bound, the earlier lap's record was released: its
          * descriptor must say so, or our snapshot is stale (or scribbled
          * on: the caller's retry limit tells). */
-        if (desc_seq(w) != seq - n ||
+        if (!earlier_lap(q, w, seq) ||
             (desc_state(w) != DESC_FREE && desc_state(w) != DESC_ABORTED))
             return 1;
-        uint64_t mine = desc_pack(seq, DESC_WRITING, q->slot, units);
+        uint64_t mine = desc_pack(seq, DESC_WRITING, q->slot, size);
         if (!cas_acq_rel(&d->word, &w, mine))
             continue; /* someone claimed it: look again */
         if (passed_writer && claim_settle(q, writer, seq, &pos) < 0) {
             abort_writing(q, mine);
             return -EBADMSG;
         }
-        *ref = (struct ring_ref){
-            .seq = seq, .pos = pos, .units = units, .reserve = reserve, .d = d};
+        *ref = (struct ring_ref){.seq = seq,
+                                 .pos = pos,
+                                 .units = units,
+                                 .size = size,
+                                 .reserve = reserve,
+                                 .d = d};
         if (!reserve) { /* a hint or cache embeds our size */
-            uint64_t next = pos_pack(seq + 1, pos + units);
+            uint64_t next = pos_pack(seq + span, pos + units);
             store_relaxed(&q->tail_cache, next);
             cursor_publish(&h->tail.word, hint, next);
         }
@@ -273,13 +286,12 @@ static int claim_once(struct shmq *q, uint32_t units, struct ring_ref *ref,
     return 1;
 }
 
-static int claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
+static int claim(struct shmq *q, uint32_t size, struct ring_ref *ref,
                  bool reserve, struct ring_stall *stall)
 {
-    uint32_t units = units_for(q, len);
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
         stall->has_owner = false;
-        int rc = claim_once(q, units, ref, reserve, stall);
+        int rc = claim_once(q, size, ref, reserve, stall);
         if (rc == 1)
             continue;
         if (rc == -EINPROGRESS)
@@ -287,9 +299,9 @@ static int claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
         if (rc != -EAGAIN)
             return rc;
         /* Room may be waiting behind a release nobody advanced. */
-        if (shmq__ring_advance_release(q))
+        if (shmq__ring_advance_release(q) ||
+            shmq__ring_release_stall(q, stall, true))
             continue;
-        shmq__ring_release_stall(q, stall, true);
         return -EAGAIN;
     }
     return -EBADMSG;
@@ -298,13 +310,23 @@ static int claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
 int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
                      struct ring_stall *stall)
 {
-    return claim(q, len, ref, false, stall);
+    return claim(q, units_for(q, len), ref, false, stall);
+}
+
+int shmq__ring_claim_packed(struct shmq *q, uint32_t span, uint64_t bytes,
+                            struct ring_ref *ref, struct ring_stall *stall)
+{
+    uint32_t units = units_for(q, bytes);
+    if (span < 1 || span > DESC_PACKED_SPAN || units > DESC_PACKED_UNITS ||
+        units > q->geo.max_units)
+        return -EMSGSIZE;
+    return claim(q, desc_packed_size(span, units), ref, false, stall);
 }
 
 int shmq__ring_reserve(struct shmq *q, uint64_t len, struct ring_ref *ref,
                        struct ring_stall *stall)
 {
-    return claim(q, len, ref, true, stall);
+    return claim(q, units_for(q, len), ref, true, stall);
 }
 
 /* Tell consumers that a late record exists (after it became DESC_LATE).
@@ -338,14 +360,11 @@ static bool shrink_lock(struct shmq *q, uint32_t next, uint64_t *was)
 {
     struct shmq_desc *d = ring_desc(q, next);
     uint64_t w = load_acquire(&d->word);
-    uint32_t prev_lap = next - q->geo.desc_count;
-    if (desc_seq(w) != prev_lap ||
+    if (!earlier_lap(q, w, next) ||
         (desc_state(w) != DESC_FREE && desc_state(w) != DESC_ABORTED))
         return false;
-    *was = w;
-    return cas_acq_rel(&d->word, &w,
-                       desc_pack(prev_lap, DESC_LOCKED, q->slot,
-                                 desc_units(w)));
+    *was = desc_with(w, DESC_LOCKED, q->slot);
+    return cas_acq_rel(&d->word, &w, *was);
 }
 
 /* Unlock a locked descriptor (ours, or a dead holder's). */
@@ -354,30 +373,30 @@ static bool shrink_unlock(struct shmq *q, uint64_t locked)
     uint32_t seq = desc_seq(locked);
     uint64_t w = locked;
     /* FREE and ABORTED mean the same to everyone once release passed */
-    uint64_t flipped = desc_pack(seq, DESC_FREE, desc_owner(locked) ^ 1u,
-                                 desc_units(locked));
+    uint64_t flipped = desc_with(locked, DESC_FREE, desc_owner(locked) ^ 1u);
     /* release: a claimer that sees the unlocked word sees our commit */
     return __atomic_compare_exchange_n(&ring_desc(q, seq)->word, &w, flipped,
                                        0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
-static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t units)
+static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
 {
     struct shmq_desc *d = ref_desc(q, ref);
-    uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units);
-    uint64_t skipped = desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->units);
+    uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->size);
+    uint64_t skipped = desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->size);
     /* seq_cst: publishes the payload, and is ordered before the load of
      * the closed flag (queue.c) and of the event a signaller does next */
     if (__atomic_compare_exchange_n(
-            &d->word, &w, desc_pack(ref->seq, DESC_COMMITTED, q->slot, units),
+            &d->word, &w, desc_pack(ref->seq, DESC_COMMITTED, q->slot, size),
             0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-        ref->units = units;
+        ref->size = size;
+        ref->units = desc_units(desc_pack(0, 0, 0, size));
         return 0;
     }
-    /* Skipped: a record after ours is claimed, so units did not change. */
+    /* Skipped: a record after ours is claimed, so its size did not change. */
     if (w != skipped ||
         !__atomic_compare_exchange_n(
-            &d->word, &w, desc_pack(ref->seq, DESC_LATE, q->slot, ref->units),
+            &d->word, &w, desc_pack(ref->seq, DESC_LATE, q->slot, ref->size),
             0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
         return -EBADMSG; /* a recoverer took it: only scribbles do that */
     ref->late = true;
@@ -395,11 +414,9 @@ int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
     uint64_t locked;
     if (!ref->reserve || need >= ref->units ||
         !shrink_lock(q, ref->seq + 1, &locked))
-        return commit_as(q, ref, ref->units);
+        return commit_as(q, ref, ref->size);
     int rc = commit_as(q, ref, need);
-    uint64_t mine = desc_pack(desc_seq(locked), DESC_LOCKED, q->slot,
-                              desc_units(locked));
-    if (!shrink_unlock(q, mine))
+    if (!shrink_unlock(q, locked))
         rc = -EBADMSG;
     return rc;
 }
@@ -409,14 +426,16 @@ static void count_aborted(struct shmq *q)
     __atomic_fetch_add(&q->hdr->tasks_aborted.word, 1, __ATOMIC_RELEASE);
 }
 
-int shmq__ring_withdraw(struct shmq *q, const struct ring_ref *ref)
+int shmq__ring_withdraw(struct shmq *q, struct ring_ref *ref)
 {
+    if (desc_packed(desc_pack(0, 0, 0, ref->size)))
+        return shmq__packed_withdraw(q, ref);
     struct shmq_desc *d = ref_desc(q, ref);
     unsigned st = ref->late ? DESC_LATE : DESC_COMMITTED;
-    uint64_t w = desc_pack(ref->seq, st, q->slot, ref->units);
-    if (!cas_acq_rel(&d->word, &w,
-                     desc_pack(ref->seq, DESC_ABORTED, q->slot, ref->units)))
+    uint64_t w = desc_pack(ref->seq, st, q->slot, ref->size);
+    if (!cas_acq_rel(&d->word, &w, desc_with(w, DESC_ABORTED, q->slot)))
         return 1;
+    ref->freed = true;
     count_aborted(q);
     return 0;
 }
@@ -425,8 +444,7 @@ int shmq__ring_withdraw(struct shmq *q, const struct ring_ref *ref)
 static bool abort_writing(struct shmq *q, uint64_t w)
 {
     struct shmq_desc *d = ring_desc(q, desc_seq(w));
-    uint64_t aborted =
-        desc_pack(desc_seq(w), DESC_ABORTED, desc_owner(w), desc_units(w));
+    uint64_t aborted = desc_with(w, DESC_ABORTED, desc_owner(w));
     if (!cas_acq_rel(&d->word, &w, aborted))
         return false;
     count_aborted(q);
@@ -436,9 +454,9 @@ static bool abort_writing(struct shmq *q, uint64_t w)
 int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref)
 {
     if (abort_writing(q,
-                      desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units)) ||
+                      desc_pack(ref->seq, DESC_WRITING, q->slot, ref->size)) ||
         abort_writing(q,
-                      desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->units)))
+                      desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->size)))
         return 0;
     return -EBADMSG;
 }
@@ -447,12 +465,25 @@ int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref)
 /* Take                                                                 */
 /* ------------------------------------------------------------------ */
 
+/* Does a committed record seen as w hold a message to take? 1 yes (or it
+ * changed: the take finds out), 0 no (a packed record whose messages are
+ * all taken), -EBADMSG. */
+static inline int takeable(struct shmq *q, struct walk at, uint64_t w)
+{
+    if (likely(!desc_packed(w)))
+        return 1;
+    int rc = shmq__packed_avail(q, at.seq, at.pos, w);
+    return rc == -1 ? 1 : rc;
+}
+
 /* Take record (seq, pos) whose word was seen as w (COMMITTED or LATE).
  * 0, 1 (it changed: walk again), -ENOBUFS, -EBADMSG. */
 static inline __attribute__((always_inline)) int
 take_record(struct shmq *q, struct shmq_desc *d, struct walk at, uint64_t w,
             void *buf, size_t cap, uint64_t *len, struct ring_ref *ref)
 {
+    if (desc_packed(w))
+        return shmq__packed_take(q, at.seq, at.pos, w, buf, cap, len, ref);
     uint32_t units = desc_units(w);
     /* len is stable while the word is: another consumer may take, free
      * and let a producer reuse this descriptor between our two loads, so
@@ -467,8 +498,8 @@ take_record(struct shmq *q, struct shmq_desc *d, struct walk at, uint64_t w,
         *len = n;
         return -ENOBUFS;
     }
-    *ref =
-        (struct ring_ref){.seq = at.seq, .pos = at.pos, .units = units, .d = d};
+    *ref = (struct ring_ref){
+        .seq = at.seq, .pos = at.pos, .units = units, .size = units, .d = d};
     if (buf && n <= RING_COPY_FIRST_MAX) {
         /* Copy first, then take and free in one CAS: the record stays
          * put until some consumer's CAS succeeds, so if ours does, what
@@ -476,14 +507,14 @@ take_record(struct shmq *q, struct shmq_desc *d, struct walk at, uint64_t w,
          * the caller's buffer was not touched. seq_cst: as shmq__ring_free. */
         unsigned char bounce[RING_COPY_FIRST_MAX > 0 ? RING_COPY_FIRST_MAX : 1];
         memcpy(bounce, ring_addr(q, at.pos), n);
-        uint64_t freed = desc_pack(at.seq, DESC_FREE, q->slot, units);
+        uint64_t freed = desc_with(w, DESC_FREE, q->slot);
         if (!__atomic_compare_exchange_n(&d->word, &w, freed, 0,
                                          __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
             return 1;
         memcpy(buf, bounce, n);
-        ref->copied = true;
+        ref->copied = ref->freed = true;
     } else {
-        uint64_t mine = desc_pack(at.seq, DESC_READING, q->slot, units);
+        uint64_t mine = desc_with(w, DESC_READING, q->slot);
         if (!cas_acq_rel(&d->word, &w, mine))
             return 1;
     }
@@ -502,7 +533,6 @@ static int take_late_scan(struct shmq *q, uint64_t seen, void *buf, size_t cap,
     uint64_t *word = &q->hdr->late.word;
     uint64_t r = load_acquire(&q->hdr->release.word);
     struct walk at = {pos_seq(r), pos_units(r)}, first_writer = at;
-    uint32_t n = q->geo.desc_count;
     bool writer = false; /* as in take_once */
     for (uint32_t i = 0;; i++) {
         if (i > q->geo.maxsize)
@@ -510,21 +540,25 @@ static int take_late_scan(struct shmq *q, uint64_t seen, void *buf, size_t cap,
         struct shmq_desc *d = ring_desc(q, at.seq);
         uint64_t w = load_acquire(&d->word);
         if (desc_seq(w) != at.seq) {
-            if (desc_seq(w) != at.seq - n)
+            if (!earlier_lap(q, w, at.seq))
                 return 1; /* release moved on and the record was reused */
             break;        /* the tail */
         }
-        if (!units_ok(q, desc_units(w)))
+        if (!rec_ok(q, w))
             return -EBADMSG;
-        if (desc_state(w) == DESC_LATE)
-            return writer && !walk_still_true(q, first_writer, at)
-                       ? 1
-                       : take_record(q, d, at, w, buf, cap, len, ref);
+        if (desc_state(w) == DESC_LATE) {
+            int rc = takeable(q, at, w);
+            if (rc != 0)
+                return rc < 0 ? rc
+                       : writer && !walk_still_true(q, first_writer, at)
+                           ? 1
+                           : take_record(q, d, at, w, buf, cap, len, ref);
+        }
         if (desc_state(w) == DESC_WRITING && !writer) {
             writer = true;
             first_writer = at;
         }
-        at.seq++;
+        at.seq += desc_span(w);
         at.pos += desc_units(w);
     }
     /* None: clear the word, unless someone announced meanwhile. */
@@ -547,28 +581,30 @@ static inline int take_late(struct shmq *q, void *buf, size_t cap,
 /* Mark the records being written in [from, to) as skipped, so that the
  * head may pass them. false if one of them changed (committed meanwhile:
  * it comes first, walk again). */
-static bool skip_writers(struct shmq *q, uint32_t from, uint32_t to)
+static bool skip_writers(struct shmq *q, struct walk from, uint32_t to)
 {
-    for (uint32_t s = from; s != to; s++) {
-        struct shmq_desc *d = ring_desc(q, s);
+    struct walk at = from;
+    while (seq_before(at.seq, to)) {
+        struct shmq_desc *d = ring_desc(q, at.seq);
         uint64_t w = load_acquire(&d->word);
-        if (desc_seq(w) != s || desc_state(w) == DESC_COMMITTED)
+        if (desc_seq(w) != at.seq || !rec_ok(q, w) ||
+            (desc_state(w) == DESC_COMMITTED && takeable(q, at, w) != 0))
             return false;
-        if (desc_state(w) != DESC_WRITING)
-            continue;
-        uint64_t skipped =
-            desc_pack(s, DESC_SKIPPED, desc_owner(w), desc_units(w));
-        if (!cas_acq_rel(&d->word, &w, skipped))
+        uint64_t skipped = desc_with(w, DESC_SKIPPED, desc_owner(w));
+        if (desc_state(w) == DESC_WRITING &&
+            !cas_acq_rel(&d->word, &w, skipped))
             return false;
+        at.seq += desc_span(w);
+        at.pos += desc_units(w);
     }
-    return true;
+    return at.seq == to;
 }
 
 /* After a take at `at` (all before it done): remember where the head is. */
 static void head_moved(struct shmq *q, uint64_t hint, struct walk at,
-                       uint32_t units)
+                       uint64_t w)
 {
-    uint64_t next = pos_pack(at.seq + 1, at.pos + units);
+    uint64_t next = pos_pack(at.seq + desc_span(w), at.pos + desc_units(w));
     store_relaxed(&q->head_cache, next);
     cursor_publish(&q->hdr->head.word, hint, next);
 }
@@ -585,7 +621,6 @@ take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
     uint64_t start =
         cursor_start(q, r, hint, load_relaxed(&q->head_cache), true);
     struct walk at = {pos_seq(start), pos_units(start)};
-    uint32_t n = q->geo.desc_count;
     bool writer = false; /* a record being written lies behind `at` */
     struct walk first_writer = {0, 0};
 
@@ -593,25 +628,29 @@ take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
         struct shmq_desc *d = ring_desc(q, at.seq);
         uint64_t w = load_acquire(&d->word);
         if (desc_seq(w) != at.seq) {
-            if (desc_seq(w) != at.seq - n)
+            if (!earlier_lap(q, w, at.seq))
                 return 1; /* our start is a lap old: look again */
             break;        /* unclaimed: the end of the queue */
         }
-        if (!units_ok(q, desc_units(w)))
+        if (!rec_ok(q, w))
             return -EBADMSG;
         unsigned st = desc_state(w);
-        if (st == DESC_COMMITTED) {
+        int rc = st == DESC_COMMITTED ? takeable(q, at, w) : 0;
+        if (rc < 0)
+            return rc;
+        if (rc) {
             /* Late records first: a late put may have returned before
              * this one began. Looked at after w was seen committed. */
-            int rc = take_late(q, buf, cap, len, ref);
+            rc = take_late(q, buf, cap, len, ref);
             if (rc != -EAGAIN)
                 return rc;
-            if (writer && (!skip_writers(q, first_writer.seq, at.seq) ||
+            if (writer && (!skip_writers(q, first_writer, at.seq) ||
                            !walk_still_true(q, first_writer, at)))
                 return 1;
             rc = take_record(q, d, at, w, buf, cap, len, ref);
-            if (rc == 0)
-                head_moved(q, hint, at, desc_units(w));
+            /* A packed record with messages left stays the head. */
+            if (rc == 0 && (!ref->entry || ref->entry == desc_span(w)))
+                head_moved(q, hint, at, w);
             return rc;
         }
         if (st == DESC_WRITING && !writer) {
@@ -619,10 +658,11 @@ take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
             first_writer = at;
             stall->has_owner = true;
             stall->word = w;
-        } else if (st != DESC_WRITING && !state_done(st)) {
+        } else if (st != DESC_WRITING && st != DESC_COMMITTED &&
+                   !state_done(st)) {
             return -EBADMSG;
         }
-        at.seq++;
+        at.seq += desc_span(w);
         at.pos += desc_units(w);
     }
     int rc = take_late(q, buf, cap, len, ref);
@@ -648,18 +688,21 @@ int shmq__ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
     return -EBADMSG;
 }
 
-int shmq__ring_free(struct shmq *q, const struct ring_ref *ref)
+int shmq__ring_free(struct shmq *q, struct ring_ref *ref)
 {
+    if (ref->entry)
+        return shmq__packed_done(q, ref);
     /* our reads of the bytes happen before anyone reuses them: pairs with
      * the acquire of this word when release moves past it. seq_cst: the
      * waker's load of the not_full event comes after (wait.c). */
     struct shmq_desc *d = ref_desc(q, ref);
-    uint64_t w = desc_pack(ref->seq, DESC_READING, q->slot, ref->units);
-    uint64_t next = desc_pack(ref->seq, DESC_FREE, q->slot, ref->units);
-    return __atomic_compare_exchange_n(&d->word, &w, next, 0, __ATOMIC_SEQ_CST,
-                                       __ATOMIC_RELAXED)
-               ? 0
-               : -EBADMSG;
+    uint64_t w = desc_pack(ref->seq, DESC_READING, q->slot, ref->size);
+    uint64_t next = desc_pack(ref->seq, DESC_FREE, q->slot, ref->size);
+    if (!__atomic_compare_exchange_n(&d->word, &w, next, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_RELAXED))
+        return -EBADMSG;
+    ref->freed = true;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -673,14 +716,15 @@ static uint32_t releasable(struct shmq *q, uint64_t r, uint32_t *units)
 {
     uint32_t n = 0, rs = pos_seq(r);
     *units = 0;
-    while (n < RELEASE_BATCH) {
+    for (uint32_t i = 0; i < RELEASE_BATCH; i++) {
         uint64_t w = load_acquire(&ring_desc(q, rs + n)->word);
         unsigned st = desc_state(w);
-        if (desc_seq(w) != rs + n || !units_ok(q, desc_units(w)) ||
+        if (desc_seq(w) != rs + n || !rec_ok(q, w) ||
+            desc_span(w) > q->geo.maxsize - n ||
             (st != DESC_FREE && st != DESC_ABORTED))
             break;
         *units += desc_units(w);
-        n++;
+        n += desc_span(w);
     }
     return n;
 }
@@ -709,26 +753,44 @@ bool shmq__ring_advance_release(struct shmq *q)
     return moved;
 }
 
-void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
+bool shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
                               bool readers)
 {
     uint64_t r = load_acquire(&q->hdr->release.word);
     uint64_t w = load_acquire(&ring_desc(q, pos_seq(r))->word);
     unsigned st = desc_state(w);
     stall->has_owner = false;
-    if (desc_seq(w) != pos_seq(r) || !units_ok(q, desc_units(w)))
-        return;
+    if (desc_seq(w) != pos_seq(r) || !rec_ok(q, w))
+        return false;
+    if (desc_packed(w) && (st == DESC_COMMITTED || st == DESC_LATE)) {
+        /* Held by a reader of one of its messages, or finished by a
+         * consumer that died before freeing it (then freed here). */
+        unsigned slot = 0;
+        unsigned entry =
+            shmq__packed_holder(q, pos_seq(r), pos_units(r), w, &slot);
+        if (entry && readers) {
+            stall->has_owner = true;
+            stall->word = desc_with(w, DESC_READING, slot);
+            stall->pos = pos_units(r);
+            stall->entry = entry;
+        }
+        if (!entry && st == DESC_LATE)
+            late_announce(q);
+        return !entry && shmq__ring_advance_release(q);
+    }
     if (st == DESC_LATE) {
         /* Its writer may have died before announcing it: do it for him
          * (a spare announcement costs one scan). */
         late_announce(q);
-        return;
+        return false;
     }
     if (st == DESC_WRITING || st == DESC_SKIPPED || st == DESC_LOCKED ||
         (readers && st == DESC_READING)) {
         stall->has_owner = true;
         stall->word = w;
+        stall->entry = 0;
     }
+    return false;
 }
 
 /* ------------------------------------------------------------------ */
@@ -749,10 +811,16 @@ bool shmq__ring_recover(struct shmq *q, const struct ring_stall *stall)
         done = shrink_unlock(q, w);
         break;
     case DESC_READING:
+        if (stall->entry) { /* a message of a packed record */
+            uint64_t now = load_acquire(&ring_desc(q, seq)->word);
+            done = desc_seq(now) == seq && desc_size(now) == desc_size(w) &&
+                   shmq__packed_end_taken(q, seq, stall->pos, now,
+                                          desc_owner(w), stall->entry);
+            break;
+        }
         /* The message went with its reader: nobody will task_done it. */
-        done = cas_acq_rel(
-            &ring_desc(q, seq)->word, &w,
-            desc_pack(seq, DESC_FREE, desc_owner(w), desc_units(w)));
+        done = cas_acq_rel(&ring_desc(q, seq)->word, &w,
+                           desc_with(w, DESC_FREE, desc_owner(w)));
         if (done)
             count_aborted(q);
         break;
@@ -772,24 +840,31 @@ static void end_records_of(struct shmq *q, unsigned slot, bool dead)
     uint64_t r = load_acquire(&q->hdr->release.word), t;
     if (tail_find(q, &r, &t) < 0)
         return;
-    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
-        uint64_t w = load_acquire(&ring_desc(q, s)->word);
+    struct walk at = {pos_seq(r), pos_units(r)};
+    for (uint32_t i = 0; i <= q->geo.maxsize && seq_before(at.seq, pos_seq(t));
+         i++) {
+        uint64_t w = load_acquire(&ring_desc(q, at.seq)->word);
         unsigned st = desc_state(w);
-        if (desc_seq(w) != s || desc_owner(w) != slot ||
-            !units_ok(q, desc_units(w)))
+        if (desc_seq(w) != at.seq || !rec_ok(q, w))
+            break; /* released meanwhile: what is left is newer */
+        struct walk next = {at.seq + desc_span(w), at.pos + desc_units(w)};
+        if (desc_packed(w) && (st == DESC_COMMITTED || st == DESC_LATE))
+            shmq__packed_end_taken(q, at.seq, at.pos, w, slot, 0);
+        at = next;
+        if (desc_owner(w) != slot)
             continue;
         if (st == DESC_WRITING || st == DESC_SKIPPED)
             abort_writing(q, w);
         else if (st == DESC_READING && dead)
-            shmq__ring_recover(q, &(struct ring_stall){true, w});
+            shmq__ring_recover(q, &(struct ring_stall){true, w, 0, 0});
         else if (st == DESC_READING)
-            cas_acq_rel(&ring_desc(q, s)->word, &w,
-                        desc_pack(s, DESC_FREE, slot, desc_units(w)));
+            cas_acq_rel(&ring_desc(q, desc_seq(w))->word, &w,
+                        desc_with(w, DESC_FREE, slot));
     }
     /* A short commit's lock on the descriptor after the last record */
     uint64_t w = load_acquire(&ring_desc(q, pos_seq(t))->word);
     if (desc_state(w) == DESC_LOCKED && desc_owner(w) == slot &&
-        desc_seq(w) == pos_seq(t) - q->geo.desc_count)
+        earlier_lap(q, w, pos_seq(t)))
         shrink_unlock(q, w);
     shmq__ring_advance_release(q);
 }
@@ -808,9 +883,11 @@ void shmq__ring_end_owned(struct shmq *q)
 /* Snapshots                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Records in flight (release to the tail) whose state is in `states`
- * (a bit mask of 1u << state); *tail_seq the tail it walked to. */
-static uint32_t count_in_flight(struct shmq *q, unsigned states,
+/* Messages in flight (release to the tail) whose record's state is in
+ * `states` (a bit mask of 1u << state): a packed record counts the
+ * messages still to take when `takeable`, else all it covers. *tail_seq
+ * is the tail it walked to. */
+static uint32_t count_in_flight(struct shmq *q, unsigned states, bool takeable,
                                 uint32_t *tail_seq)
 {
     uint64_t r = load_acquire(&q->hdr->release.word), t;
@@ -819,10 +896,18 @@ static uint32_t count_in_flight(struct shmq *q, unsigned states,
         return 0;
     }
     uint32_t count = 0;
-    for (uint32_t s = pos_seq(r); s != pos_seq(t); s++) {
-        uint64_t w = load_acquire(&ring_desc(q, s)->word);
-        if (desc_seq(w) == s && (states >> desc_state(w) & 1u))
-            count++;
+    struct walk at = {pos_seq(r), pos_units(r)};
+    for (uint32_t i = 0; i <= q->geo.maxsize && seq_before(at.seq, pos_seq(t));
+         i++) {
+        uint64_t w = load_acquire(&ring_desc(q, at.seq)->word);
+        if (desc_seq(w) != at.seq || !rec_ok(q, w))
+            break;
+        if (states >> desc_state(w) & 1u)
+            count += desc_packed(w) && takeable
+                         ? shmq__packed_count(q, at.seq, at.pos, w)
+                         : desc_span(w);
+        at.seq += desc_span(w);
+        at.pos += desc_units(w);
     }
     *tail_seq = pos_seq(t);
     return count;
@@ -831,8 +916,8 @@ static uint32_t count_in_flight(struct shmq *q, unsigned states,
 uint32_t shmq__ring_count(struct shmq *q)
 {
     uint32_t tail;
-    uint32_t n =
-        count_in_flight(q, 1u << DESC_COMMITTED | 1u << DESC_LATE, &tail);
+    uint32_t n = count_in_flight(q, 1u << DESC_COMMITTED | 1u << DESC_LATE,
+                                 true, &tail);
     return n > q->geo.maxsize ? q->geo.maxsize : n;
 }
 
@@ -863,7 +948,7 @@ uint32_t shmq__ring_committed(struct shmq *q)
     /* Records still being written (puts in progress, open reservations)
      * are not messages yet: a JoinableQueue does not count them. */
     uint32_t tail;
-    uint32_t writing =
-        count_in_flight(q, 1u << DESC_WRITING | 1u << DESC_SKIPPED, &tail);
+    uint32_t writing = count_in_flight(
+        q, 1u << DESC_WRITING | 1u << DESC_SKIPPED, false, &tail);
     return tail - writing;
 }

@@ -20,6 +20,10 @@ struct ring_ref {
     uint32_t seq;
     uint32_t pos;
     uint32_t units;
+    uint32_t size;  /* the descriptor's size field (units, or packed) */
+    uint32_t entry; /* a message of a packed record: its entry + 1 */
+    uint32_t off;   /* its payload's offset in the record, in bytes */
+    bool freed;     /* the take or free gave the record's room back */
     bool copied; /* shmq__ring_take copied the payload and freed the record */
     bool late;   /* committed after consumers went past it (DESC_LATE) */
     bool reserve; /* a reservation: a short commit may give room back */
@@ -33,7 +37,34 @@ struct ring_ref {
 struct ring_stall {
     bool has_owner; /* a record in flight blocks progress */
     uint64_t word;  /* its descriptor word */
+    uint32_t pos;   /* a packed record's position, and the entry + 1 */
+    uint32_t entry; /* its owner holds (the word names that owner) */
 };
+
+/* Largest payload a consumer copies before it takes the record, into a
+ * bounce buffer on its stack (the caller's buffer is written only once
+ * the record is ours). Larger ones are claimed first, so that consumers
+ * racing for one record do not all copy it. Under ThreadSanitizer, which
+ * would rightly see the copy of a record that another consumer freed and
+ * a producer reused as a race (the CAS then fails and the copy is
+ * dropped), every record is claimed first. */
+#if defined(__SANITIZE_THREAD__)
+#define RING_COPY_FIRST_MAX 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RING_COPY_FIRST_MAX 0
+#endif
+#endif
+#ifndef RING_COPY_FIRST_MAX
+#define RING_COPY_FIRST_MAX 512
+#endif
+
+/* Where a taken record's payload is. */
+static inline unsigned char *ref_data(const struct shmq *q,
+                                      const struct ring_ref *ref)
+{
+    return ring_addr(q, ref->pos) + ref->off;
+}
 
 /* The descriptor of a sequence number. Consecutive sequence numbers go
  * to consecutive cache lines (four descriptors a line), so a producer
@@ -60,6 +91,10 @@ static inline struct shmq_desc *ref_desc(const struct shmq *q,
  * -EBADMSG (corrupt). */
 int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
                      struct ring_stall *stall);
+/* Claim a packed record (lib/packed.h) of span messages and bytes in
+ * all. As shmq__ring_claim; -EMSGSIZE if it cannot be one record. */
+int shmq__ring_claim_packed(struct shmq *q, uint32_t span, uint64_t bytes,
+                            struct ring_ref *ref, struct ring_stall *stall);
 /* The same for a reservation, whose commit may be shorter: its claim
  * publishes no cursor hint (a hint embeds the record's size). */
 int shmq__ring_reserve(struct shmq *q, uint64_t len, struct ring_ref *ref,
@@ -73,7 +108,7 @@ int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len);
 
 /* Take back a committed record that no consumer took yet (the queue was
  * closed meanwhile). 0 withdrawn, 1 a consumer has it already. */
-int shmq__ring_withdraw(struct shmq *q, const struct ring_ref *ref);
+int shmq__ring_withdraw(struct shmq *q, struct ring_ref *ref);
 
 /* Withdraw a claimed, uncommitted record (it will be skipped). 0 or
  * -EBADMSG. */
@@ -89,15 +124,18 @@ int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref);
 int shmq__ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                     struct ring_ref *ref, struct ring_stall *stall);
 
-/* Give a taken record's room back. 0 or -EBADMSG. */
-int shmq__ring_free(struct shmq *q, const struct ring_ref *ref);
+/* End a taken record (or a taken message of a packed record): its room
+ * comes back (ref->freed says whether the whole record's did). 0 or
+ * -EBADMSG. */
+int shmq__ring_free(struct shmq *q, struct ring_ref *ref);
 
 /* Move release past freed records; true if it moved. */
 bool shmq__ring_advance_release(struct shmq *q);
 
 /* Fill stall with the record that keeps release where it is, if it is
- * in flight (being written, or being read when readers is true). */
-void shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
+ * in flight (being written, or being read when readers is true). true
+ * if it found release movable after all (try again). */
+bool shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
                               bool readers);
 
 /* Recovery, once shmq__liveness_dead() said the stall's owner is gone: abort

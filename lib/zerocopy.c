@@ -15,20 +15,25 @@
 #include "queue.h"
 #include "wait.h"
 
-/* priv[1]: a tag saying what the message is, and its ring position. */
-#define MSG_TAG       0x5a43000000000000ull
-#define MSG_TAG_MASK  0xffff000000000000ull
-#define MSG_RESERVED  (1ull << 40)
-#define MSG_BORROWED  (2ull << 40)
-#define MSG_KIND_MASK (3ull << 40)
+/* priv[0]: the record's size field and sequence number.
+ * priv[1]: a tag saying what the message is, the entry + 1 of a message
+ * of a packed record (0 otherwise), and the record's ring position. */
+#define MSG_TAG        0x5a43000000000000ull
+#define MSG_TAG_MASK   0xffff000000000000ull
+#define MSG_RESERVED   (1ull << 40)
+#define MSG_BORROWED   (2ull << 40)
+#define MSG_KIND_MASK  (3ull << 40)
+#define MSG_ENTRY_SHIFT 32
+#define MSG_ENTRY_MASK 0xffull
 
 static void msg_set(struct shmq *q, struct shmq_msg *m,
                     const struct ring_ref *ref, uint64_t kind, size_t len)
 {
-    m->data = ring_addr(q, ref->pos);
+    m->data = ref_data(q, ref);
     m->len = len;
-    m->priv[0] = (uint64_t)ref->units << 32 | ref->seq;
-    m->priv[1] = MSG_TAG | kind | ref->pos;
+    m->priv[0] = (uint64_t)ref->size << 32 | ref->seq;
+    m->priv[1] = MSG_TAG | kind |
+                 (uint64_t)ref->entry << MSG_ENTRY_SHIFT | ref->pos;
 }
 
 /* The record m names, if m is of this kind (the word is checked by the
@@ -39,11 +44,16 @@ static bool msg_ref(const struct shmq *q, const struct shmq_msg *m,
     if ((m->priv[1] & MSG_TAG_MASK) != MSG_TAG ||
         (m->priv[1] & MSG_KIND_MASK) != kind)
         return false;
-    *ref = (struct ring_ref){.seq = (uint32_t)m->priv[0],
-                             .units = (uint32_t)(m->priv[0] >> 32),
-                             .pos = (uint32_t)m->priv[1],
-                             .reserve = kind == MSG_RESERVED};
-    return ref->units >= 1 && ref->units <= q->geo.max_units;
+    uint32_t size = (uint32_t)(m->priv[0] >> 32);
+    *ref = (struct ring_ref){
+        .seq = (uint32_t)m->priv[0],
+        .units = desc_units(desc_pack(0, 0, 0, size)),
+        .size = size,
+        .entry = (uint32_t)(m->priv[1] >> MSG_ENTRY_SHIFT & MSG_ENTRY_MASK),
+        .pos = (uint32_t)m->priv[1],
+        .reserve = kind == MSG_RESERVED};
+    return ref->units >= 1 && ref->units <= q->geo.max_units &&
+           size < 1u << DESC_SIZE_BITS && (!ref->entry || kind == MSG_BORROWED);
 }
 
 static void msg_clear(struct shmq_msg *m)
@@ -56,8 +66,8 @@ static void msg_clear(struct shmq_msg *m)
 static bool reserved_by_us(const struct shmq *q, const struct ring_ref *ref)
 {
     uint64_t w = load_acquire(&ring_desc(q, ref->seq)->word);
-    return w == desc_pack(ref->seq, DESC_WRITING, q->slot, ref->units) ||
-           w == desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->units);
+    return w == desc_pack(ref->seq, DESC_WRITING, q->slot, ref->size) ||
+           w == desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->size);
 }
 
 /* ------------------------------------------------------------------ */
@@ -147,7 +157,8 @@ static int get_begin_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     struct shmq_msg *m = arg;
     struct ring_ref ref;
     uint64_t len;
-    /* No buffer: the record is taken (DESC_READING), not copied. */
+    /* No buffer: the record (or its message, in a packed record) is
+     * taken, not copied. */
     int rc = shmq__take(q, NULL, SIZE_MAX, &len, &ref, s);
     if (rc == 0)
         msg_set(q, m, &ref, MSG_BORROWED, (size_t)len);
@@ -171,7 +182,7 @@ SHMQ_PUBLIC int shmq_get_end(shmq_t *q, struct shmq_msg *m)
     if (shmq__ensure(q) < 0 || shmq__ring_free(q, &ref) < 0)
         return -EINVAL;
     int saved = errno;
-    shmq__freed(q, ref.seq);
+    shmq__freed(q, &ref);
     errno = saved;
     msg_clear(m);
     return 0;
