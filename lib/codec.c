@@ -34,8 +34,8 @@ SHMQ_PUBLIC int shmq_put_value(shmq_t *q, const struct shmq_codec *c,
     return shmq_put_commit(q, &m, (size_t)wrote);
 }
 
-SHMQ_PUBLIC int shmq_get_value(shmq_t *q, const struct shmq_codec *c,
-                               void *out, int64_t timeout_ns)
+SHMQ_PUBLIC int shmq_get_value(shmq_t *q, const struct shmq_codec *c, void *out,
+                               int64_t timeout_ns)
 {
     if (!q || !c || !c->decode || shmq__bad_timeout(timeout_ns))
         return -EINVAL;

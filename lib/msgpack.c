@@ -53,12 +53,12 @@ static int open_container(const char **p, const char *end, enum mp_type t,
 {
     if (*depth >= max_depth)
         return -EBADMSG;
-    ptrdiff_t missing = t == MP_ARRAY ? mp_check_array(*p, end)
-                                      : mp_check_map(*p, end);
+    ptrdiff_t missing =
+        t == MP_ARRAY ? mp_check_array(*p, end) : mp_check_map(*p, end);
     if (missing > 0)
         return -EBADMSG;
-    uint64_t n = t == MP_ARRAY ? mp_decode_array(p)
-                               : 2 * (uint64_t)mp_decode_map(p);
+    uint64_t n =
+        t == MP_ARRAY ? mp_decode_array(p) : 2 * (uint64_t)mp_decode_map(p);
     if (n > (uint64_t)(end - *p))
         return -EBADMSG;
     owed[++*depth] = n;
@@ -99,10 +99,12 @@ static int bad_depth(size_t max_depth)
     return max_depth > SHMQ_MSGPACK_MAX_DEPTH;
 }
 
+#ifdef SHMQ_HAVE_MSGPUCK
 static size_t depth_or_default(size_t max_depth)
 {
     return max_depth ? max_depth : SHMQ_MSGPACK_DEPTH;
 }
+#endif
 
 SHMQ_PUBLIC int shmq_msgpack_check(const void *buf, size_t len,
                                    size_t max_depth)

@@ -54,6 +54,7 @@ void *realloc(void *p, size_t n)
 }
 #endif
 
+#ifdef SHMQ_HAVE_MSGPUCK
 static long allocs(void)
 {
 #ifndef TH_SANITIZED
@@ -62,6 +63,7 @@ static long allocs(void)
     return 0;
 #endif
 }
+#endif
 
 static shmq_t *make(size_t maxsize, size_t capacity, size_t max_message)
 {
@@ -393,8 +395,7 @@ Test(codec, msgpack_round_trip_across_fork, .timeout = 60)
         char *wend = encode_sample(want, n);
         cr_assert_eq(out.iov_len, (size_t)(wend - want));
         cr_assert_eq(memcmp(buf, want, out.iov_len), 0, "bytes of %u", n);
-        cr_assert(decode_sample(buf, buf + out.iov_len, n), "fields of %u",
-                  n);
+        cr_assert(decode_sample(buf, buf + out.iov_len, n), "fields of %u", n);
     }
     th_assert_child_ok(pid);
     shmq_release(q);
@@ -415,8 +416,7 @@ static ssize_t point_size(const void *value, void *ctx)
            mp_sizeof_str((uint32_t)strlen(p->label));
 }
 
-static ssize_t point_encode(const void *value, void *buf, size_t cap,
-                            void *ctx)
+static ssize_t point_encode(const void *value, void *buf, size_t cap, void *ctx)
 {
     (void)ctx;
     (void)cap;
@@ -463,8 +463,8 @@ static int point_decode(const void *buf, size_t len, void *out, void *ctx)
     return 0;
 }
 
-static const struct shmq_codec point_codec = {
-    "point", point_size, point_encode, point_decode, NULL};
+static const struct shmq_codec point_codec = {"point", point_size, point_encode,
+                                              point_decode, NULL};
 
 static int produce_points(void *arg)
 {
@@ -598,10 +598,16 @@ Test(codec, hostile_counts_depth_truncation, .timeout = 60)
     memset(huge, 0x91, sizeof huge);
     expect_bad(q, huge, sizeof huge, "4096 deep");
     /* truncated str32, bin32, str8, ext32, uint64, float */
-    expect_bad(q, "\xdb\x00\x01\x00\x00" "abc", 8, "str32 truncated");
+    expect_bad(q,
+               "\xdb\x00\x01\x00\x00"
+               "abc",
+               8, "str32 truncated");
     expect_bad(q, "\xdb\xff\xff\xff\xff", 5, "str32 4 GiB");
     expect_bad(q, "\xc6\x00\x00\x10\x00xy", 7, "bin32 truncated");
-    expect_bad(q, "\xd9\x05" "ab", 4, "str8 truncated");
+    expect_bad(q,
+               "\xd9\x05"
+               "ab",
+               4, "str8 truncated");
     expect_bad(q, "\xc9\xff\xff\xff\xff\x01", 6, "ext32 truncated");
     expect_bad(q, "\xcf\x01\x02", 3, "uint64 truncated");
     expect_bad(q, "\xcb\x01", 2, "double truncated");
@@ -668,8 +674,9 @@ Test(codec, hostile_random_bytes, .timeout = 120)
     }
     cr_assert_gt(bad, seeds / 4, "%llu of %llu rejected",
                  (unsigned long long)bad, (unsigned long long)seeds);
-    fprintf(stderr, "hostile_random_bytes: %llu of %llu rejected, slowest "
-                    "get_value %lld ns\n",
+    fprintf(stderr,
+            "hostile_random_bytes: %llu of %llu rejected, slowest "
+            "get_value %lld ns\n",
             (unsigned long long)bad, (unsigned long long)seeds,
             (long long)worst);
     shmq_release(q);
