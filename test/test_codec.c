@@ -509,9 +509,9 @@ Test(codec, msgpack_codec_rules)
     cr_assert_eq(shmq_put_value(q, &c, NULL, SHMQ_NOWAIT), -EINVAL);
     cr_assert_eq(shmq_qsize(q), 0);
     /* get: too long for out is consumed, iov_len says the size */
-    char big[200];
-    char *w = mp_encode_bin(big, big + 100, 150); /* any 150 bytes */
-    memset(big + (w - big) - 150, 7, 150);
+    char big[200], payload[150];
+    memset(payload, 7, sizeof payload);
+    char *w = mp_encode_bin(big, payload, sizeof payload);
     v = (struct iovec){big, (size_t)(w - big)};
     cr_assert_eq(shmq_put_value(q, &c, &v, SHMQ_NOWAIT), 0);
     cr_assert_eq(shmq_put_value(q, &c, &v, SHMQ_NOWAIT), 0);
