@@ -473,6 +473,137 @@ int shmq_get_end(shmq_t *q, struct shmq_msg *m);
  */
 
 /* ------------------------------------------------------------------ */
+/* Codecs: structured values without hand-packing                       */
+/* ------------------------------------------------------------------ */
+/*
+ * A codec turns a value of the caller's type into the bytes of one
+ * message and back. shmq_put_value sizes the value, reserves exactly
+ * that room (shmq_put_begin), lets the codec encode in place (no copy,
+ * no buffer of the caller's) and commits; shmq_get_value borrows the
+ * next message (shmq_get_begin), lets the codec decode it and gives the
+ * room back. The codec never sees the queue, only bytes.
+ *
+ * Writing a codec: the callbacks get the codec's ctx. They must not
+ * call the queue, should not block, and return negative errno values.
+ * decode reads bytes that another process wrote into shared memory:
+ * untrusted, and not private either (a process with write access to the
+ * region may change them while decode runs). A decode that must be safe
+ * against such a process validates a private copy, as the MessagePack
+ * codec below does.
+ *
+ * MessagePack (built with msgpuck, meson option msgpack): the encoding
+ * itself is msgpuck's mp_sizeof_* and mp_encode_* (exact sizes, so the
+ * room reserved is the room used, and it encodes in place);
+ * shmq_msgpack_check validates untrusted bytes before anything is
+ * decoded, without allocating. A build without msgpuck still has every
+ * call below: the shmq_msgpack_ ones return -ENOTSUP there (one ABI
+ * for every build).
+ */
+
+/** A codec: how a value becomes the bytes of a message and back. */
+struct shmq_codec {
+    const char *name; /**< for messages and debuggers; may be NULL */
+    /** Exact (or upper bound on the) encoded size of value, or a
+     * negative errno value (put_value returns it). */
+    ssize_t (*size)(const void *value, void *ctx);
+    /** Encode value into [buf, buf + cap), cap being what size said:
+     * bytes written (0..cap), or a negative errno value. */
+    ssize_t (*encode)(const void *value, void *buf, size_t cap, void *ctx);
+    /** Validate and decode [buf, buf + len) (untrusted) into out: 0, or
+     * a negative errno value (-EBADMSG for bad bytes). */
+    int (*decode)(const void *buf, size_t len, void *out, void *ctx);
+    void *ctx; /**< passed to every callback */
+};
+
+/**
+ * Put one value, encoded by codec c, as one message: c->size, then
+ * shmq_put_begin of that many bytes (waiting for room as shmq_put does),
+ * c->encode in place into the reservation, shmq_put_commit of the bytes
+ * it wrote. Nothing is copied and nothing is allocated by the library.
+ *
+ * Returns 0 (delivered), or -EINVAL (q or c NULL, c->size or c->encode
+ * NULL, bad timeout; or the codec broke its contract: encode said it
+ * wrote more than the room it was given), the codec's own negative
+ * value (size or encode failed: when encode fails the reservation is
+ * aborted, nothing is delivered and the room comes back), -EMSGSIZE
+ * (the size is above shmq_max_message), and the errors of shmq_put_begin
+ * and shmq_put_commit: -EPIPE, -EAGAIN, -ETIMEDOUT, -EBADMSG.
+ *
+ * Blocks as shmq_put does (only while waiting for room, never in the
+ * codec's name). Thread-safe as the codec is. A process killed in the
+ * middle loses only this value, as a put killed before it returned.
+ */
+int shmq_put_value(shmq_t *q, const struct shmq_codec *c, const void *value,
+                   int64_t timeout_ns);
+
+/**
+ * Take the next message and decode it with codec c into out:
+ * shmq_get_begin, c->decode of the borrowed bytes, shmq_get_end. The
+ * message is taken whatever decode says: a message that does not decode
+ * is consumed and reported (decode's value, -EBADMSG for bad bytes), so
+ * that one bad message never blocks the queue for every consumer.
+ *
+ * Returns 0, or -EINVAL (q or c NULL, c->decode NULL, bad timeout),
+ * the codec's negative value (the message was consumed), and the
+ * errors of shmq_get_begin: -EPIPE (closed and drained), -EAGAIN,
+ * -ETIMEDOUT, -EBADMSG. Blocks as shmq_get does. Thread-safe as the
+ * codec is. A process killed in the middle loses that one message.
+ */
+int shmq_get_value(shmq_t *q, const struct shmq_codec *c, void *out,
+                   int64_t timeout_ns);
+
+/** Default and largest nesting depth shmq_msgpack_check accepts. */
+#define SHMQ_MSGPACK_DEPTH     32
+#define SHMQ_MSGPACK_MAX_DEPTH 256
+
+/**
+ * Check that [buf, buf + len) is exactly one well-formed MessagePack
+ * value, safe to decode with msgpuck's mp_decode_* and mp_next:
+ * mp_check's rules (every header, length and element inside the
+ * buffer), containers nested at most max_depth deep (0 means
+ * SHMQ_MSGPACK_DEPTH; a scalar is depth 0, [1] depth 1), and no array or
+ * map count above the bytes left after its header (each element takes a
+ * byte at least), so a claimed count of 2^32-1 followed by 5 bytes fails
+ * at once. Nothing after the value. Reads each byte about once; never
+ * allocates; the stack it uses is bounded.
+ *
+ * Returns 0 (valid), -EBADMSG (not valid), -EINVAL (buf NULL with len
+ * above 0, max_depth above SHMQ_MSGPACK_MAX_DEPTH), -ENOTSUP (built
+ * without msgpuck). Does not block; thread- and async-signal-safe
+ * (it only reads buf).
+ */
+int shmq_msgpack_check(const void *buf, size_t len, size_t max_depth);
+
+/**
+ * Fill *c with the MessagePack codec for shmq_put_value and
+ * shmq_get_value. Its values are encoded MessagePack buffers:
+ *
+ *   put: value is a const struct iovec * on one encoded value (built
+ *        with mp_encode_*); size checks it (shmq_msgpack_check with
+ *        max_depth) and -EBADMSG keeps bad bytes off the queue; encode
+ *        copies it.
+ *   get: out is a struct iovec * on the caller's buffer, iov_len its
+ *        capacity on entry and the message's length on return. decode
+ *        copies the message there first, then checks the copy: once
+ *        get_value returns 0 the bytes are private and valid, and
+ *        mp_decode_* can read them without bounds worries. -EMSGSIZE
+ *        (the message is longer than iov_len; it is consumed: give
+ *        shmq_max_message(q) bytes), -EBADMSG (not valid MessagePack;
+ *        consumed), -EINVAL (out NULL, or iov_base NULL with room).
+ *
+ * To encode in place rather than copy, reserve with shmq_put_begin the
+ * size mp_sizeof_* gives and mp_encode_* into m.data (see
+ * docs/examples/codec_dict.c), or write a struct shmq_codec whose size
+ * and encode are mp_sizeof_* and mp_encode_* of your own type.
+ *
+ * Returns 0, -EINVAL (c NULL, max_depth above SHMQ_MSGPACK_MAX_DEPTH;
+ * 0 means SHMQ_MSGPACK_DEPTH), -ENOTSUP (built without msgpuck: *c is
+ * left alone). Does not block; thread-safe. The codec holds no state:
+ * use it from any thread and any number of queues.
+ */
+int shmq_msgpack_codec(struct shmq_codec *c, size_t max_depth);
+
+/* ------------------------------------------------------------------ */
 /* Event-loop integration (io_uring, poll/epoll)                        */
 /* ------------------------------------------------------------------ */
 /*

@@ -27,11 +27,11 @@ SHMQ_PUBLIC const char *shmq_strerror(int err)
     case -ENOBUFS:
         return "buffer too small for the message";
     case -EBADMSG:
-        return "queue memory corrupt";
+        return "queue memory corrupt, or message bytes not valid";
     case -EPROTO:
         return "not a shmq region of this layout version, or corrupt header";
     case -ENOTSUP:
-        return "queue is not joinable";
+        return "not supported (queue not joinable, or built without msgpuck)";
     case -EEXIST:
         return "a queue of that name exists";
     case -ENOENT:

@@ -84,6 +84,18 @@ shmq_pool_wait(p, t, &y, sizeof y, &len, &status, SHMQ_FOREVER);
 shmq_pool_close(p);
 shmq_pool_join(p, SHMQ_FOREVER);
 shmq_pool_destroy(p);'''),
+    ('Codecs', '''/* one MessagePack value, encoded with msgpuck's mp_encode_* */
+struct shmq_codec mp;
+shmq_msgpack_codec(&mp, 0);
+struct iovec v = {buf, (size_t)(end - buf)};
+int rc = shmq_put_value(q, &mp, &v, SHMQ_FOREVER);
+
+/* take one: copied out, then checked, then safe to mp_decode_* */
+char in[4096];
+struct iovec out = {in, sizeof in};
+rc = shmq_get_value(q, &mp, &out, SHMQ_FOREVER);
+if (rc == -EBADMSG)
+    ;                           /* not MessagePack: consumed, skipped */'''),
     ('Serial', '''struct iovec parts[2] = {{hdr, sizeof *hdr}, {body, body_len}};
 int rc = shmq_putv(q, parts, 2, SHMQ_FOREVER);'''),
     ('', '''printf("shmq %s (header %d.%d.%d)\\n", shmq_version_string(),
