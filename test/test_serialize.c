@@ -9,12 +9,17 @@
  * timeouts, put_many as write(2) or all-or-none, get_many's packing,
  * reservations and borrows (visibility, lifetime, ownership across
  * fork, release, SIGKILL), JoinableQueue counts, signals, and a
- * multi-process stress mixing every call.
+ * multi-process stress mixing every call. Then the edges (0-byte
+ * commits, forged shmq_msg, put_many counts against each bound), how
+ * the messages of a put_many batch are taken (get, get_many, get_begin:
+ * each a message of its own), and SIGKILL of processes holding borrows
+ * of batch messages, reservations and waiting batches, and a kill storm
+ * mixing put/get with every new call.
  *
  * Tests of rules the library breaks today are built with
  * -DSHMQ_KNOWN_BUGS only (so that the shared tree stays green), each with
  * a comment saying what goes wrong: short_commit_gives_unused_room_back,
- * put_many_all_racing_close.
+ * put_many_all_racing_close, msg_of_another_queue_is_einval.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
