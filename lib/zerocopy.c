@@ -52,8 +52,14 @@ static bool msg_ref(const struct shmq *q, const struct shmq_msg *m,
         .entry = (uint32_t)(m->priv[1] >> MSG_ENTRY_SHIFT & MSG_ENTRY_MASK),
         .pos = (uint32_t)m->priv[1],
         .reserve = kind == MSG_RESERVED};
-    return ref->units >= 1 && ref->units <= q->geo.max_units &&
-           size < 1u << DESC_SIZE_BITS && (!ref->entry || kind == MSG_BORROWED);
+    if (ref->units < 1 || ref->units > q->geo.max_units ||
+        size >= 1u << DESC_SIZE_BITS || (ref->entry && kind != MSG_BORROWED))
+        return false;
+    /* Another queue's message may name the same record: data says whose
+     * it is (within the record: a message of a packed one is inside). */
+    uintptr_t off = (uintptr_t)m->data - (uintptr_t)ring_addr(q, ref->pos);
+    return ref->entry ? off < (uintptr_t)ref->units << q->geo.unit_shift
+                      : off == 0;
 }
 
 static void msg_clear(struct shmq_msg *m)

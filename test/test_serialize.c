@@ -9,7 +9,12 @@
  * timeouts, put_many as write(2) or all-or-none, get_many's packing,
  * reservations and borrows (visibility, lifetime, ownership across
  * fork, release, SIGKILL), JoinableQueue counts, signals, and a
- * multi-process stress mixing every call.
+ * multi-process stress mixing every call. Then the edges (0-byte
+ * commits, forged shmq_msg, put_many counts against each bound), how
+ * the messages of a put_many batch are taken (get, get_many, get_begin:
+ * each a message of its own), and SIGKILL of processes holding borrows
+ * of batch messages, reservations and waiting batches, and a kill storm
+ * mixing put/get with every new call.
  *
  * Tests of rules the library breaks today are built with
  * -DSHMQ_KNOWN_BUGS only (so that the shared tree stays green), each with
@@ -1413,10 +1418,7 @@ Test(serialize, open_reservation_holds_back_no_message, .timeout = 20)
 
 /* The room a committed message does not use is given back: a large
  * reservation committed short does not keep its whole room while its
- * message waits in the queue.
- * Known bug (lib/ring.c): a record keeps the units it was claimed with
- * until it is freed, so the unused room comes back only when the
- * message is consumed (here: 0 more 8-byte messages fit, not 63). */
+ * message waits in the queue (when nothing was claimed after it). */
 Test(serialize, short_commit_gives_unused_room_back, .timeout = 10)
 {
     shmq_t *q = make(64, 512, 512, 0);
@@ -2962,6 +2964,866 @@ Test(serialize, random_sigkill_of_every_call, .timeout = 60)
         cr_assert_eq(r, 0, "put %u after the kills: %d", i, r);
     }
     for (uint32_t i = 0; i < 32; i++)
+        cr_assert_eq(get_u32(q), i, "order");
+    th_shared_free(sh, sizeof *sh);
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Edges: 0-byte commits, foreign and forged shmq_msg, put_many counts  */
+/* ------------------------------------------------------------------ */
+
+/* A commit of 0 bytes delivers a 0-byte message (from any reservation
+ * size), counted by qsize, and the room comes back. */
+Test(serialize, commit_of_zero_bytes_is_a_message, .timeout = 10)
+{
+    shmq_t *q = make(8, 4096, 64, SHMQ_JOINABLE);
+    static const size_t sizes[] = {0, 1, 8, 64};
+    for (size_t i = 0; i < 4; i++) {
+        struct shmq_msg m;
+        cr_assert_eq(shmq_put_begin(q, sizes[i], &m, SHMQ_NOWAIT), 0,
+                     "put_begin %zu", sizes[i]);
+        cr_assert_eq(shmq_put_commit(q, &m, 0), 0, "commit 0 of %zu", sizes[i]);
+    }
+    cr_assert_eq(shmq_qsize(q), 4, "qsize after four 0-byte commits");
+    for (size_t i = 0; i < 4; i++) {
+        size_t len = 99;
+        cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), 0, "get %zu", i);
+        cr_assert_eq(len, 0, "len");
+        cr_assert_eq(shmq_task_done(q), 0, "a 0-byte commit is a task");
+    }
+    cr_assert_eq(shmq_join(q, SHMQ_NOWAIT), 0, "join");
+    cr_assert_eq(fill_empty(q), 8, "room back");
+    shmq_release(q);
+}
+
+/* A struct shmq_msg of random bytes is not a reservation or a borrow:
+ * -EINVAL, and the open ones of the handle stay as they were. */
+Test(serialize, random_bytes_msg_is_einval, .timeout = 20)
+{
+    shmq_t *q = small();
+    put_u32(q, 11);
+    struct shmq_msg r, g;
+    cr_assert_eq(shmq_put_begin(q, 8, &r, SHMQ_NOWAIT), 0, "put_begin");
+    cr_assert_eq(shmq_get_begin(q, &g, SHMQ_NOWAIT), 0, "get_begin");
+    put_u32(q, 12);
+    uint64_t rng = 7;
+    for (int i = 0; i < 20000; i++) {
+        struct shmq_msg m;
+        uint64_t w[4];
+        for (int k = 0; k < 4; k++)
+            w[k] = th_rand_next(&rng);
+        /* Now and then a forgery close to a real one: one word of an
+         * open reservation or borrow replaced. */
+        if (i % 4 == 0) {
+            m = i % 8 ? r : g;
+            m.priv[i % 16 < 8 ? 0 : 1] = w[0];
+        } else {
+            memcpy(&m, w, sizeof w < sizeof m ? sizeof w : sizeof m);
+            m.data = (void *)(uintptr_t)w[0];
+            m.len = (size_t)(w[1] % 128);
+        }
+        struct shmq_msg c = m;
+        int rc = shmq_put_commit(q, &c, c.len ? w[2] % (c.len + 1) : 0);
+        cr_assert_eq(rc, -EINVAL, "commit of forgery %d: %d", i, rc);
+        c = m;
+        cr_assert_eq(shmq_put_abort(q, &c), -EINVAL, "abort of forgery %d", i);
+        c = m;
+        cr_assert_eq(shmq_get_end(q, &c), -EINVAL, "get_end of forgery %d", i);
+    }
+    cr_assert_eq(shmq_qsize(q), 1, "qsize changed");
+    memcpy(r.data, "rsvd", 4);
+    cr_assert_eq(shmq_put_commit(q, &r, 4), 0, "the real reservation");
+    cr_assert_eq(*(const uint32_t *)g.data, 11, "the borrow's bytes");
+    cr_assert_eq(shmq_get_end(q, &g), 0, "the real borrow");
+    /* 12 and the reservation overlapped: either order. */
+    bool got12 = false, gotr = false;
+    for (int i = 0; i < 2; i++) {
+        char out[8];
+        size_t len;
+        cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0, "get");
+        cr_assert_eq(len, 4, "len");
+        if (memcmp(out, "rsvd", 4) == 0)
+            gotr = true;
+        else if (*(const uint32_t *)(const void *)out == 12)
+            got12 = true;
+    }
+    cr_assert(got12 && gotr, "12 and the committed reservation");
+    cr_assert_eq(fill_empty(q), 8, "room back");
+    shmq_release(q);
+}
+
+/* put_many's argument errors that were not covered above: a length of
+ * SIZE_MAX (-EMSGSIZE, not a wrap), n above INT_MAX (-EINVAL, before
+ * any entry is read). */
+Test(serialize, put_many_huge_lengths_and_counts, .timeout = 10)
+{
+    shmq_t *q = small();
+    char x = 'x';
+    struct iovec huge[2] = {{&x, 1}, {&x, SIZE_MAX}};
+    for (unsigned fl = 0; fl <= SHMQ_ALL; fl++) {
+        cr_assert_eq(shmq_put_many(q, huge, 2, fl, SHMQ_NOWAIT), -EMSGSIZE,
+                     "iov_len SIZE_MAX (flags %u)", fl);
+        cr_assert_eq(
+            shmq_put_many(q, huge, (size_t)INT_MAX + 1, fl, SHMQ_NOWAIT),
+            -EINVAL, "n INT_MAX + 1 (flags %u)", fl);
+        cr_assert_eq(shmq_put_many(q, huge, SIZE_MAX, fl, SHMQ_NOWAIT), -EINVAL,
+                     "n SIZE_MAX (flags %u)", fl);
+    }
+    cr_assert_eq(shmq_qsize(q), 0, "something was put");
+    /* get_many: max_msgs above INT_MAX is fine, the count fits an int. */
+    put_u32(q, 3);
+    uint64_t buf[4];
+    struct iovec msgs[4];
+    cr_assert_eq(shmq_get_many(q, buf, sizeof buf, msgs, SIZE_MAX, SHMQ_NOWAIT),
+                 1, "max_msgs SIZE_MAX");
+    shmq_release(q);
+}
+
+/* Without SHMQ_ALL, against a bound: exactly the count that fits. */
+Test(serialize, put_many_without_all_puts_exactly_what_fits, .timeout = 20)
+{
+    /* By count: maxsize 10, 32 messages. */
+    shmq_t *q = make(10, 4096, 64, 0);
+    cr_assert_eq(shmq_put_many(q, values(0, 32), 32, 0, SHMQ_NOWAIT), 10,
+                 "32 into maxsize 10");
+    cr_assert_eq(shmq_qsize(q), 10, "qsize");
+    cr_assert(shmq_full(q), "full");
+    for (uint32_t i = 0; i < 10; i++)
+        cr_assert_eq(get_u32(q), i, "the first 10, in order");
+    /* Part of the room: the count is what was free. */
+    put_u32(q, 100);
+    put_u32(q, 101);
+    put_u32(q, 102);
+    int64_t t0 = th_now_ns();
+    int r = shmq_put_many(q, values(0, 32), 32, 0, 50 * TH_MS);
+    cr_assert_eq(r, 7, "32 into 7 free, timed: %d", r);
+    cr_assert_geq(th_now_ns() - t0, 50 * TH_MS, "returned before deadline");
+    cr_assert_eq(shmq_qsize(q), 10, "qsize");
+    shmq_release(q);
+
+    /* By bytes: the count is what capacity holds. */
+    q = make(64, 512, 64, 0);
+    static unsigned char msg[64];
+    size_t fit = 0;
+    while (shmq_put_nowait(q, msg, 64) == 0)
+        fit++;
+    drain(q);
+    cr_assert(fit >= 2 && fit < 32, "fit %zu", fit);
+    static struct iovec big[32];
+    for (int i = 0; i < 32; i++)
+        big[i] = (struct iovec){msg, 64};
+    cr_assert_eq(shmq_put_many(q, big, 32, 0, SHMQ_NOWAIT), (int)fit,
+                 "32 64-byte messages into room for %zu", fit);
+    cr_assert_eq(shmq_qsize(q), fit, "qsize");
+    cr_assert_eq(shmq_put_many(q, big, 1, 0, SHMQ_NOWAIT), -EAGAIN, "full");
+    /* Small messages still fit in what big ones leave: none here. */
+    cr_assert_eq(drain(q), fit, "drain");
+    shmq_release(q);
+}
+
+/* A reservation, borrow or message of one queue is nothing to another
+ * queue, even one made the same way (whose records have the same
+ * numbers): -EINVAL there, and nothing changes on either queue. Two
+ * fresh queues share positions, sequence numbers and slots; only
+ * m->data, in the other queue's mapping, tells them apart. */
+Test(serialize, msg_of_another_queue_is_einval, .timeout = 10)
+{
+    shmq_t *a = small(), *b = small();
+    put_u32(a, 1);
+    put_u32(b, 2);
+    struct shmq_msg ga, gb, ra, rb;
+    cr_assert_eq(shmq_get_begin(a, &ga, SHMQ_NOWAIT), 0, "borrow on a");
+    cr_assert_eq(shmq_get_begin(b, &gb, SHMQ_NOWAIT), 0, "borrow on b");
+    cr_assert_eq(shmq_put_begin(a, 8, &ra, SHMQ_NOWAIT), 0, "reserve on a");
+    cr_assert_eq(shmq_put_begin(b, 8, &rb, SHMQ_NOWAIT), 0, "reserve on b");
+    memcpy(ra.data, "AAAA", 4);
+    memcpy(rb.data, "BBBB", 4);
+    struct shmq_msg c = ra;
+    cr_assert_eq(shmq_put_commit(b, &c, 4), -EINVAL, "commit a's on b");
+    c = ra;
+    cr_assert_eq(shmq_put_abort(b, &c), -EINVAL, "abort a's on b");
+    c = ga;
+    cr_assert_eq(shmq_get_end(b, &c), -EINVAL, "get_end a's on b");
+    /* Both queues' own are still open, and theirs to end. */
+    cr_assert_eq(shmq_qsize(b), 0, "b delivered something");
+    cr_assert_eq(shmq_put_commit(b, &rb, 4), 0, "b's reservation");
+    cr_assert_eq(shmq_get_end(b, &gb), 0, "b's borrow");
+    cr_assert_eq(shmq_put_commit(a, &ra, 4), 0, "a's reservation");
+    cr_assert_eq(shmq_get_end(a, &ga), 0, "a's borrow");
+    char out[8];
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(b, out, sizeof out, &len), 0, "get b");
+    cr_assert(len == 4 && memcmp(out, "BBBB", 4) == 0, "b's message");
+    cr_assert_eq(shmq_get_nowait(a, out, sizeof out, &len), 0, "get a");
+    cr_assert(len == 4 && memcmp(out, "AAAA", 4) == 0, "a's message");
+    shmq_release(a);
+    shmq_release(b);
+}
+
+/* ------------------------------------------------------------------ */
+/* put_many batches and the calls that take them                        */
+/* ------------------------------------------------------------------ */
+/*
+ * Whatever a put_many batch is in the ring, each of its messages is a
+ * message of its own: counted one by one, taken one by one by get,
+ * several by get_many, borrowed one by one by get_begin.
+ */
+
+enum { IB_N = 20 };
+static unsigned char ib_bytes[IB_N][64];
+static struct iovec ib_iov[IB_N];
+
+/* IB_N messages of 0 to 40 bytes, message i filled with seed i. */
+static struct iovec *interplay_batch(void)
+{
+    for (uint32_t i = 0; i < IB_N; i++) {
+        size_t len = (i * 13u) % 41u;
+        th_fill(ib_bytes[i], len, i);
+        ib_iov[i] = (struct iovec){len ? ib_bytes[i] : NULL, len};
+    }
+    return ib_iov;
+}
+
+Test(serialize, get_takes_a_batch_one_by_one_in_order, .timeout = 10)
+{
+    for (unsigned fl = 0; fl <= SHMQ_ALL; fl++) {
+        shmq_t *q = make(64, 8192, 64, 0);
+        put_u32(q, 1000);
+        cr_assert_eq(shmq_put_many(q, interplay_batch(), IB_N, fl, SHMQ_NOWAIT),
+                     IB_N, "put_many (flags %u)", fl);
+        put_u32(q, 1001);
+        cr_assert_eq(get_u32(q), 1000, "before the batch");
+        for (uint32_t i = 0; i < IB_N; i++) {
+            unsigned char out[64];
+            size_t len = SIZE_MAX;
+            cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0,
+                         "get %u (flags %u)", i, fl);
+            cr_assert_eq(len, ib_iov[i].iov_len, "len of %u", i);
+            cr_assert(th_check(out, len, i), "content of %u", i);
+            cr_assert_eq(shmq_qsize(q), IB_N - i, "qsize after %u gets", i + 1);
+        }
+        cr_assert_eq(get_u32(q), 1001, "after the batch");
+        cr_assert(shmq_empty(q), "extra");
+        cr_assert_eq(fill_empty(q), 64, "room back");
+        shmq_release(q);
+    }
+}
+
+Test(serialize, qsize_counts_the_messages_of_a_batch, .timeout = 10)
+{
+    static const size_t ns[] = {1, 2, 7, 20, 64};
+    static struct iovec zeros[64];
+    for (unsigned fl = 0; fl <= SHMQ_ALL; fl++) {
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            size_t n = ns[k];
+            shmq_t *q = make(64, 8192, 64, 0);
+            const struct iovec *msgs = n <= IB_N ? interplay_batch() : zeros;
+            cr_assert_eq(shmq_put_many(q, msgs, n, fl, SHMQ_NOWAIT), (int)n,
+                         "put_many %zu (flags %u)", n, fl);
+            cr_assert_eq(shmq_qsize(q), n, "qsize after put_many of %zu", n);
+            cr_assert(!shmq_empty(q), "empty");
+            cr_assert_eq(shmq_full(q), n == 64, "full with %zu of 64", n);
+            /* Taking part of it counts down by the messages taken. */
+            uint64_t buf[128];
+            struct iovec out[4];
+            int r = shmq_get_many(q, buf, sizeof buf, out, 4, SHMQ_NOWAIT);
+            cr_assert_eq(r, n < 4 ? (int)n : 4, "get_many of %zu", n);
+            cr_assert_eq(shmq_qsize(q), n - (size_t)r, "qsize after get_many");
+            shmq_release(q);
+        }
+    }
+}
+
+/* Every message of a batch borrowed while the others of it stay
+ * borrowed (and one taken by get in between), then ended in reverse. */
+Test(serialize, borrows_of_every_message_of_a_batch, .timeout = 10)
+{
+    for (unsigned fl = 0; fl <= SHMQ_ALL; fl++) {
+        shmq_t *q = make(32, 8192, 64, 0);
+        cr_assert_eq(shmq_put_many(q, interplay_batch(), IB_N, fl, SHMQ_NOWAIT),
+                     IB_N, "put_many (flags %u)", fl);
+        struct shmq_msg g[IB_N];
+        for (uint32_t i = 0; i < IB_N; i++) {
+            if (i == 5) { /* a plain get between borrows of the batch */
+                unsigned char out[64];
+                size_t len;
+                cr_assert_eq(shmq_get_nowait(q, out, sizeof out, &len), 0,
+                             "get 5");
+                cr_assert(len == ib_iov[5].iov_len && th_check(out, len, 5),
+                          "message 5");
+                continue;
+            }
+            cr_assert_eq(shmq_get_begin(q, &g[i], SHMQ_NOWAIT), 0,
+                         "borrow %u (flags %u)", i, fl);
+            cr_assert_eq(g[i].len, ib_iov[i].iov_len, "len of %u", i);
+            cr_assert(aligned8(g[i].data), "borrow %u not aligned", i);
+            cr_assert(th_check(g[i].data, g[i].len, i), "content of %u", i);
+            cr_assert_eq(shmq_qsize(q), IB_N - 1 - i, "qsize");
+        }
+        /* All open at once: each still reads as it did. */
+        for (uint32_t i = 0; i < IB_N; i++)
+            cr_assert(i == 5 || th_check(g[i].data, g[i].len, i),
+                      "content of %u while all are borrowed", i);
+        cr_assert(shmq_empty(q), "empty");
+        /* 19 borrowed hold their room, and message 5's comes back in
+         * ring order, after borrows 0 to 4: 12 more fit. */
+        cr_assert_eq(shmq_put_many(q, values(0, 14), 14, 0, SHMQ_NOWAIT), 12,
+                     "room next to 19 open borrows");
+        for (uint32_t i = IB_N; i-- > 0;) {
+            if (i == 5)
+                continue;
+            struct shmq_msg copy = g[i];
+            cr_assert_eq(shmq_get_end(q, &g[i]), 0, "get_end %u", i);
+            cr_assert_eq(shmq_get_end(q, &copy), -EINVAL, "again %u", i);
+        }
+        for (uint32_t i = 0; i < 12; i++)
+            cr_assert_eq(get_u32(q), i, "the 12");
+        cr_assert_eq(fill_empty(q), 32, "room back after the borrows");
+        shmq_release(q);
+    }
+}
+
+/* Batches of random sizes (1..300) and lengths (0..600 bytes) from two
+ * producer processes, taken by get_many in two consumer processes:
+ * every message exactly once, intact, in its producer's order. */
+enum { GB_PROD = 2, GB_CONS = 2, GB_MAXLEN = 600, GB_MAXN = 300 };
+
+/* The length of message seq of producer p. */
+static size_t gb_len(uint32_t p, uint32_t seq)
+{
+    uint64_t s = (uint64_t)p << 32 | seq;
+    return (size_t)(th_rand_next(&s) % (GB_MAXLEN + 1));
+}
+
+/* Messages of 8 bytes or more start with (producer, seq); shorter ones
+ * are counted per length. */
+static void gb_fill(unsigned char *b, uint32_t p, uint32_t seq)
+{
+    size_t len = gb_len(p, seq);
+    if (len < 8) {
+        th_fill(b, len, 0xabc);
+        return;
+    }
+    memcpy(b, &p, 4);
+    memcpy(b + 4, &seq, 4);
+    for (size_t i = 8; i < len; i++)
+        b[i] = th_pattern_byte(p, seq, i);
+}
+
+struct gb {
+    shmq_t *q;
+    uint32_t id, per;
+    uint8_t *seen;    /* shared: [GB_PROD][per] */
+    uint64_t *shorts; /* shared: [8] messages of each short length */
+};
+
+static int gb_producer(void *arg)
+{
+    struct gb *a = arg;
+    static unsigned char bytes[GB_MAXN][GB_MAXLEN];
+    static struct iovec iov[GB_MAXN];
+    uint64_t rng = 31 + a->id;
+    for (uint32_t seq = 0; seq < a->per;) {
+        size_t n = 1 + (size_t)th_rand_below(&rng, GB_MAXN);
+        if (n > a->per - seq)
+            n = a->per - seq;
+        for (size_t i = 0; i < n; i++) {
+            gb_fill(bytes[i], a->id, seq + (uint32_t)i);
+            size_t len = gb_len(a->id, seq + (uint32_t)i);
+            iov[i] = (struct iovec){len ? bytes[i] : NULL, len};
+        }
+        unsigned fl = th_rand_below(&rng, 2) ? SHMQ_ALL : 0;
+        for (size_t done = 0; done < n;) {
+            int r = shmq_put_many(a->q, iov + done, n - done, fl, 10 * TH_SEC);
+            TH_CHECK(r > 0 && (!fl || (size_t)r == n));
+            done += (size_t)r;
+        }
+        seq += (uint32_t)n;
+    }
+    return 0;
+}
+
+static int gb_consumer(void *arg)
+{
+    struct gb *a = arg;
+    static _Alignas(8) unsigned char buf[1 << 16];
+    static struct iovec msgs[GB_MAXN];
+    uint64_t rng = 77 + a->id;
+    uint32_t last[GB_PROD] = {0};
+    bool any[GB_PROD] = {false};
+    for (;;) {
+        size_t cap =
+            GB_MAXLEN + (size_t)th_rand_below(&rng, sizeof buf - GB_MAXLEN);
+        size_t max = 1 + (size_t)th_rand_below(&rng, GB_MAXN);
+        int r = shmq_get_many(a->q, buf, cap, msgs, max, 10 * TH_SEC);
+        if (r == -EPIPE)
+            return 0;
+        TH_CHECK(r >= 1 && (size_t)r <= max);
+        for (int i = 0; i < r; i++) {
+            const unsigned char *b = msgs[i].iov_base;
+            size_t len = msgs[i].iov_len;
+            TH_CHECK((size_t)(b - buf) % 8 == 0 && (size_t)(b - buf) <= cap &&
+                     len <= cap - (size_t)(b - buf));
+            if (len < 8) {
+                TH_CHECK(th_check(b, len, 0xabc));
+                __atomic_fetch_add(&a->shorts[len], 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            uint32_t p, seq;
+            memcpy(&p, b, 4);
+            memcpy(&seq, b + 4, 4);
+            TH_CHECK(p < GB_PROD && seq < a->per);
+            TH_CHECK_EQ(len, gb_len(p, seq));
+            for (size_t k = 8; k < len; k++)
+                TH_CHECK(b[k] == th_pattern_byte(p, seq, k));
+            TH_CHECK(!any[p] || seq > last[p]); /* producer order */
+            any[p] = true;
+            last[p] = seq;
+            TH_CHECK_EQ(__atomic_fetch_add(&a->seen[p * a->per + seq], 1,
+                                           __ATOMIC_RELAXED),
+                        0);
+        }
+    }
+}
+
+Test(serialize, get_many_splits_batches_across_consumer_processes,
+     .timeout = 120)
+{
+    uint32_t per = (uint32_t)th_scaled(20000, 2000);
+    shmq_t *q = make(1024, 1 << 18, GB_MAXLEN, 0);
+    size_t seen_size = (size_t)GB_PROD * per;
+    uint8_t *seen = th_shared_alloc(seen_size);
+    uint64_t *shorts = th_shared_alloc(8 * sizeof(uint64_t));
+    cr_assert(seen && shorts, "shared memory");
+    struct gb a[GB_PROD + GB_CONS];
+    pid_t pp[GB_PROD], cp[GB_CONS];
+    for (uint32_t i = 0; i < GB_CONS; i++) {
+        a[GB_PROD + i] = (struct gb){q, i, per, seen, shorts};
+        cp[i] = th_fork(gb_consumer, &a[GB_PROD + i]);
+    }
+    for (uint32_t i = 0; i < GB_PROD; i++) {
+        a[i] = (struct gb){q, i, per, seen, shorts};
+        pp[i] = th_fork(gb_producer, &a[i]);
+    }
+    th_assert_children_ok_within(pp, GB_PROD, 90 * TH_SEC);
+    shmq_close(q);
+    th_assert_children_ok_within(cp, GB_CONS, 30 * TH_SEC);
+    uint64_t want_short[8] = {0};
+    for (uint32_t p = 0; p < GB_PROD; p++) {
+        for (uint32_t s = 0; s < per; s++) {
+            size_t len = gb_len(p, s);
+            if (len < 8)
+                want_short[len]++;
+            else
+                cr_assert_eq(seen[p * per + s], 1,
+                             "producer %u message %u taken %u times", p, s,
+                             seen[p * per + s]);
+        }
+    }
+    for (int l = 0; l < 8; l++)
+        cr_assert_eq(shorts[l], want_short[l],
+                     "%llu messages of %d bytes taken, %llu put",
+                     (unsigned long long)shorts[l], l,
+                     (unsigned long long)want_short[l]);
+    th_shared_free(seen, seen_size);
+    th_shared_free(shorts, 8 * sizeof(uint64_t));
+    shmq_release(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* SIGKILL of holders while others go on; a kill storm with put/get     */
+/* ------------------------------------------------------------------ */
+
+enum { KH_BATCH = 8, KH_MAXSIZE = 64 };
+
+struct kh_shared {
+    uint8_t seen[1 << 14];
+    uint8_t batch_seen[KH_BATCH];
+    int bad; /* atomic */
+};
+
+struct kh {
+    shmq_t *q;
+    struct kh_shared *sh;
+    uint32_t n; /* stream messages */
+    int ready;  /* pipe write end */
+};
+
+/* Holds borrows of 3 messages of a put_many batch and 2 reservations. */
+static int kh_holder(void *p)
+{
+    struct kh *k = p;
+    struct shmq_msg g[3], r[2];
+    for (int i = 0; i < 3; i++)
+        TH_CHECK_EQ(shmq_get_begin(k->q, &g[i], SHMQ_NOWAIT), 0);
+    for (int i = 0; i < 2; i++) {
+        TH_CHECK_EQ(shmq_put_begin(k->q, 16, &r[i], SHMQ_NOWAIT), 0);
+        memset(r[i].data, 0xcd, 16);
+    }
+    TH_CHECK(write(k->ready, "h", 1) == 1);
+    for (;;)
+        pause();
+}
+
+/* Waits in an SHMQ_ALL batch of maxsize messages: it cannot fit while
+ * the holder's records are there. */
+static int kh_waiter(void *p)
+{
+    struct kh *k = p;
+    static uint32_t v[KH_MAXSIZE];
+    static struct iovec iov[KH_MAXSIZE];
+    for (uint32_t i = 0; i < KH_MAXSIZE; i++) {
+        v[i] = 0xc000 + i;
+        iov[i] = (struct iovec){&v[i], sizeof v[i]};
+    }
+    shmq_put_many(k->q, iov, KH_MAXSIZE, SHMQ_ALL, SHMQ_FOREVER);
+    return 1; /* it should have been killed while waiting */
+}
+
+static int kh_producer(void *p)
+{
+    struct kh *k = p;
+    uint64_t rng = 4;
+    static unsigned char msg[8][S_MAXLEN];
+    struct iovec iov[8];
+    for (uint32_t seq = 0; seq < k->n;) {
+        size_t n = 1;
+        int r;
+        switch (th_rand_below(&rng, 4)) {
+        case 0: {
+            size_t len = stress_len(&rng);
+            th_payload_fill(msg[0], len, 0, seq);
+            r = shmq_put(k->q, msg[0], len, 10 * TH_SEC);
+            break;
+        }
+        case 1: {
+            size_t len = stress_len(&rng);
+            th_payload_fill(msg[0], len, 0, seq);
+            iov[0] = (struct iovec){msg[0], 7};
+            iov[1] = (struct iovec){msg[0] + 7, len - 7};
+            r = shmq_putv(k->q, iov, 2, 10 * TH_SEC);
+            break;
+        }
+        default: {
+            n = 1 + (size_t)th_rand_below(&rng, 8);
+            if (n > k->n - seq)
+                n = k->n - seq;
+            for (size_t i = 0; i < n; i++) {
+                size_t len = stress_len(&rng);
+                th_payload_fill(msg[i], len, 0, seq + (uint32_t)i);
+                iov[i] = (struct iovec){msg[i], len};
+            }
+            unsigned fl = th_rand_below(&rng, 2) ? SHMQ_ALL : 0;
+            for (size_t done = 0; done < n;) {
+                int put =
+                    shmq_put_many(k->q, iov + done, n - done, fl, 10 * TH_SEC);
+                TH_CHECK(put > 0 && (!fl || (size_t)put == n));
+                done += (size_t)put;
+            }
+            r = 0;
+        }
+        }
+        TH_CHECK_EQ(r, 0);
+        seq += (uint32_t)n;
+    }
+    return 0;
+}
+
+static void kh_record(struct kh_shared *sh, const void *data, size_t len)
+{
+    uint32_t v, prod, seq;
+    bool ok;
+    if (len == 4) {
+        memcpy(&v, data, 4);
+        ok = v >= 0xb000 && v < 0xb000 + KH_BATCH &&
+             __atomic_fetch_add(&sh->batch_seen[v - 0xb000], 1,
+                                __ATOMIC_RELAXED) == 0;
+    } else {
+        ok = th_payload_check(data, len, &prod, &seq) && prod == 0 &&
+             seq < sizeof sh->seen &&
+             __atomic_fetch_add(&sh->seen[seq], 1, __ATOMIC_RELAXED) == 0;
+    }
+    if (!ok)
+        __atomic_store_n(&sh->bad, 1, __ATOMIC_RELEASE);
+}
+
+/* Takes the stream and the batch's other messages, every way; a wait
+ * of 10 s (a wedge) fails it. */
+static int kh_consumer(void *p)
+{
+    struct kh *k = p;
+    uint64_t rng = 5;
+    static _Alignas(8) unsigned char buf[2048];
+    struct iovec msgs[8];
+    for (uint32_t got = 0; got < k->n + KH_BATCH - 3;) {
+        switch (th_rand_below(&rng, 3)) {
+        case 0: {
+            size_t len;
+            TH_CHECK_EQ(shmq_get(k->q, buf, sizeof buf, &len, 10 * TH_SEC), 0);
+            kh_record(k->sh, buf, len);
+            got++;
+            break;
+        }
+        case 1: {
+            int r = shmq_get_many(k->q, buf, sizeof buf, msgs, 8, 10 * TH_SEC);
+            TH_CHECK(r >= 1);
+            for (int i = 0; i < r; i++)
+                kh_record(k->sh, msgs[i].iov_base, msgs[i].iov_len);
+            got += (uint32_t)r;
+            break;
+        }
+        default: {
+            struct shmq_msg g;
+            TH_CHECK_EQ(shmq_get_begin(k->q, &g, 10 * TH_SEC), 0);
+            kh_record(k->sh, g.data, g.len);
+            TH_CHECK_EQ(shmq_get_end(k->q, &g), 0);
+            got++;
+        }
+        }
+    }
+    return 0;
+}
+
+Test(serialize, killed_holders_of_batch_messages_while_others_go_on,
+     .timeout = 60)
+{
+    shmq_t *q = make(KH_MAXSIZE, 1 << 16, 256, 0);
+    struct kh_shared *sh = th_shared_alloc(sizeof *sh);
+    cr_assert(sh, "shared memory");
+    static uint32_t v[KH_BATCH];
+    struct iovec iov[KH_BATCH];
+    for (uint32_t i = 0; i < KH_BATCH; i++) {
+        v[i] = 0xb000 + i;
+        iov[i] = (struct iovec){&v[i], sizeof v[i]};
+    }
+    cr_assert_eq(shmq_put_many(q, iov, KH_BATCH, SHMQ_ALL, SHMQ_NOWAIT),
+                 KH_BATCH, "the batch");
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0, "pipe");
+    struct kh k = {q, sh, (uint32_t)th_scaled(8000, 1000), fds[1]};
+    pid_t holder = th_fork(kh_holder, &k);
+    char c;
+    cr_assert_eq(read(fds[0], &c, 1), 1, "holder ready");
+    close(fds[0]);
+    close(fds[1]);
+    pid_t waiter = th_fork(kh_waiter, &k);
+    cr_assert(th_wait_sleeping(waiter, waiter, 5 * TH_SEC), "waiter asleep");
+    pid_t prod = th_fork(kh_producer, &k), cons = th_fork(kh_consumer, &k);
+    /* The stream goes past the holder's records until the ring comes
+     * round to them; then it waits for them, until the kill. */
+    th_sleep_ns(100 * TH_MS);
+    kill(waiter, SIGKILL);
+    int st = th_wait_pid(waiter, 10 * TH_SEC);
+    cr_assert(st >= 0 && WIFSIGNALED(st), "waiter killed while waiting");
+    kill(holder, SIGKILL);
+    st = th_wait_pid(holder, 10 * TH_SEC);
+    cr_assert(st >= 0 && WIFSIGNALED(st), "holder killed");
+    th_assert_child_ok_within(prod, 30 * TH_SEC);
+    th_assert_child_ok_within(cons, 30 * TH_SEC);
+    cr_assert_eq(__atomic_load_n(&sh->bad, __ATOMIC_ACQUIRE), 0,
+                 "a torn, repeated or foreign message was taken");
+    for (uint32_t i = 0; i < k.n; i++)
+        cr_assert_eq(sh->seen[i], 1, "stream message %u taken %u times", i,
+                     sh->seen[i]);
+    for (uint32_t i = 0; i < KH_BATCH; i++)
+        cr_assert_eq(sh->batch_seen[i], i < 3 ? 0 : 1,
+                     "batch message %u taken %u times", i, sh->batch_seen[i]);
+    size_t len;
+    cr_assert_eq(shmq_get_nowait(q, NULL, 0, &len), -EAGAIN, "extra");
+    /* The room of every dead record comes back. */
+    int r = shmq_put_many(q, values(0, KH_MAXSIZE), KH_MAXSIZE, SHMQ_ALL,
+                          5 * TH_SEC);
+    cr_assert_eq(r, KH_MAXSIZE, "maxsize messages after the kills: %d", r);
+    for (uint32_t i = 0; i < KH_MAXSIZE; i++)
+        cr_assert_eq(get_u32(q), i, "order");
+    th_shared_free(sh, sizeof *sh);
+    shmq_release(q);
+}
+
+/* Producers and consumers mixing put/get with every new call, SIGKILLed
+ * at random and replaced: no message torn, repeated or made up; none
+ * lost beyond what the killed consumers held (at most one get_many of
+ * 8 each) and what killed producers were putting; then the whole room
+ * is there. */
+enum {
+    KS_SLOTS = 4,
+    KS_ROUNDS = 40,
+    KS_IDS = KS_ROUNDS + KS_SLOTS,
+    KS_SEQS = 1 << 13,
+    KS_MAXSIZE = 32,
+    KS_HOLD = 8
+};
+
+struct ks_shared {
+    uint8_t seen[KS_IDS][KS_SEQS];
+    uint32_t confirmed[KS_IDS]; /* atomic: seqs whose put returned */
+    int bad;                    /* atomic */
+};
+
+struct ks_worker {
+    shmq_t *q;
+    struct ks_shared *sh;
+    uint32_t id;
+};
+
+/* One put of seq.. by one of the six ways; how many messages it put
+ * (0: an aborted reservation), or -1. */
+static int ks_put(struct ks_worker *w, uint64_t *rng, uint32_t seq)
+{
+    static unsigned char msg[8][S_MAXLEN];
+    struct iovec iov[8];
+    size_t len = stress_len(rng);
+    struct shmq_msg m;
+    switch (th_rand_below(rng, 6)) {
+    case 0:
+        th_payload_fill(msg[0], len, w->id, seq);
+        return shmq_put(w->q, msg[0], len, SHMQ_FOREVER) == 0 ? 1 : -1;
+    case 1:
+        th_payload_fill(msg[0], len, w->id, seq);
+        iov[0] = (struct iovec){msg[0], 3};
+        iov[1] = (struct iovec){msg[0] + 3, len - 3};
+        return shmq_putv(w->q, iov, 2, SHMQ_FOREVER) == 0 ? 1 : -1;
+    case 2:
+        if (shmq_put_begin(w->q, S_MAXLEN, &m, SHMQ_FOREVER) != 0)
+            return -1;
+        th_payload_fill(m.data, len, w->id, seq);
+        return shmq_put_commit(w->q, &m, len) == 0 ? 1 : -1;
+    case 3:
+        if (shmq_put_begin(w->q, len, &m, SHMQ_FOREVER) != 0)
+            return -1;
+        memset(m.data, 0xee, len);
+        return shmq_put_abort(w->q, &m) == 0 ? 0 : -1;
+    default: {
+        size_t n = 1 + (size_t)th_rand_below(rng, 8);
+        for (size_t i = 0; i < n; i++) {
+            size_t l = stress_len(rng);
+            th_payload_fill(msg[i], l, w->id, seq + (uint32_t)i);
+            iov[i] = (struct iovec){msg[i], l};
+        }
+        unsigned fl = th_rand_below(rng, 2) ? SHMQ_ALL : 0;
+        /* Without flags the count may be short only at a deadline. */
+        int r = shmq_put_many(w->q, iov, n, fl, SHMQ_FOREVER);
+        return r == (int)n ? r : -1;
+    }
+    }
+}
+
+static int ks_producer(void *p)
+{
+    struct ks_worker *w = p;
+    uint64_t rng = 1000u + w->id;
+    for (uint32_t seq = 0; seq + 8 <= KS_SEQS;) {
+        int n = ks_put(w, &rng, seq);
+        TH_CHECK(n >= 0);
+        seq += (uint32_t)n;
+        __atomic_store_n(&w->sh->confirmed[w->id], seq, __ATOMIC_RELEASE);
+    }
+    for (;;)
+        pause();
+}
+
+static void ks_record(struct ks_shared *sh, const void *data, size_t len)
+{
+    uint32_t prod, seq;
+    if (!th_payload_check(data, len, &prod, &seq) || prod >= KS_IDS ||
+        seq >= KS_SEQS ||
+        __atomic_fetch_add(&sh->seen[prod][seq], 1, __ATOMIC_RELAXED) != 0)
+        __atomic_store_n(&sh->bad, 1, __ATOMIC_RELEASE);
+}
+
+static int ks_consumer(void *p)
+{
+    struct ks_worker *w = p;
+    uint64_t rng = 2000u + w->id;
+    static _Alignas(8) unsigned char buf[2048];
+    struct iovec msgs[KS_HOLD];
+    for (;;) {
+        switch (th_rand_below(&rng, 3)) {
+        case 0: {
+            size_t len;
+            TH_CHECK_EQ(shmq_get(w->q, buf, sizeof buf, &len, SHMQ_FOREVER), 0);
+            ks_record(w->sh, buf, len);
+            break;
+        }
+        case 1: {
+            size_t max = 1 + (size_t)th_rand_below(&rng, KS_HOLD);
+            int n =
+                shmq_get_many(w->q, buf, sizeof buf, msgs, max, SHMQ_FOREVER);
+            TH_CHECK(n >= 1);
+            for (int i = 0; i < n; i++)
+                ks_record(w->sh, msgs[i].iov_base, msgs[i].iov_len);
+            break;
+        }
+        default: {
+            struct shmq_msg g;
+            TH_CHECK_EQ(shmq_get_begin(w->q, &g, SHMQ_FOREVER), 0);
+            ks_record(w->sh, g.data, g.len);
+            TH_CHECK_EQ(shmq_get_end(w->q, &g), 0);
+        }
+        }
+    }
+}
+
+Test(serialize, kill_storm_mixes_every_call_with_put_and_get, .timeout = 90)
+{
+    shmq_t *q = make(KS_MAXSIZE, 4096, 256, 0);
+    struct ks_shared *sh = th_shared_alloc(sizeof *sh);
+    cr_assert(sh, "shared memory");
+    uint64_t rng = 11;
+    static struct ks_worker w[KS_IDS];
+    pid_t pid[KS_SLOTS];
+    uint32_t next_id = 0, consumer_kills = 0;
+    /* Slots 0 and 1 produce, 2 and 3 consume. */
+    for (int s = 0; s < KS_SLOTS; s++) {
+        w[next_id] = (struct ks_worker){q, sh, next_id};
+        pid[s] = th_fork(s < 2 ? ks_producer : ks_consumer, &w[next_id++]);
+    }
+    for (int round = 0; round < KS_ROUNDS; round++) {
+        th_sleep_ns((int64_t)(2 + th_rand_below(&rng, 20)) * TH_MS);
+        int s = (int)th_rand_below(&rng, KS_SLOTS);
+        kill_and_reap(pid[s]);
+        consumer_kills += s >= 2;
+        w[next_id] = (struct ks_worker){q, sh, next_id};
+        pid[s] = th_fork(s < 2 ? ks_producer : ks_consumer, &w[next_id++]);
+    }
+    th_sleep_ns(20 * TH_MS);
+    for (int s = 0; s < KS_SLOTS; s++)
+        kill_and_reap(pid[s]);
+    consumer_kills += 2;
+    cr_assert_eq(__atomic_load_n(&sh->bad, __ATOMIC_ACQUIRE), 0,
+                 "a consumer took a torn, repeated or made-up message");
+    /* What is left is intact and new. */
+    static unsigned char buf[256];
+    size_t len;
+    while (shmq_get(q, buf, sizeof buf, &len, 200 * TH_MS) == 0)
+        ks_record(sh, buf, len);
+    cr_assert_eq(sh->bad, 0, "a torn or repeated message left in the queue");
+    /* Lost: put (the put returned) and never taken. */
+    size_t lost = 0, total = 0;
+    for (uint32_t id = 0; id < next_id; id++) {
+        uint32_t conf = __atomic_load_n(&sh->confirmed[id], __ATOMIC_ACQUIRE);
+        for (uint32_t s = 0; s < KS_SEQS; s++) {
+            total += sh->seen[id][s];
+            if (s < conf && sh->seen[id][s] == 0)
+                lost++;
+            /* Beyond what was put or being put: made up. */
+            cr_assert(s < conf + 8 || sh->seen[id][s] == 0,
+                      "producer %u: message %u taken, only %u put", id, s,
+                      conf);
+        }
+    }
+    cr_log_info("kill storm: %zu messages, %zu lost, %u consumer kills", total,
+                lost, consumer_kills);
+    cr_assert_gt(total, 1000, "only %zu messages went through", total);
+    cr_assert_leq(lost, (size_t)consumer_kills * KS_HOLD,
+                  "%zu messages lost, %u consumer kills (at most %d each)",
+                  lost, consumer_kills, KS_HOLD);
+    /* No wedge: the whole room, in one all-or-none batch. */
+    int r = shmq_put_many(q, values(0, KS_MAXSIZE), KS_MAXSIZE, SHMQ_ALL,
+                          5 * TH_SEC);
+    cr_assert_eq(r, KS_MAXSIZE, "maxsize messages after the storm: %d", r);
+    for (uint32_t i = 0; i < KS_MAXSIZE; i++)
         cr_assert_eq(get_u32(q), i, "order");
     th_shared_free(sh, sizeof *sh);
     shmq_release(q);
