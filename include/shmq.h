@@ -386,6 +386,21 @@ int shmq_putv(shmq_t *q, const struct iovec *iov, int iovcnt,
  * the whole batch is withdrawn (-EPIPE) or, when a consumer took its
  * first message already, it stays (n).
  *
+ * Cost: on a queue that is not joinable, runs of messages of up to 512
+ * bytes go as packed records of up to 64 messages each: one record is
+ * claimed and committed once for all of them (plain gets still take
+ * them one by one; maxsize and qsize count messages). A packed record
+ * uses 16 bytes more per message than separate records. A JoinableQueue
+ * gets one record per message.
+ *
+ * Crash: a process killed inside put_many loses the messages of the
+ * record it was writing (at most 64, the run of small messages being
+ * written, or one larger message); messages of records it committed
+ * before are delivered. An SHMQ_ALL batch of at most 64 small messages
+ * is one record, so it is delivered whole or not at all, even when the
+ * producer dies; a larger SHMQ_ALL batch killed half-way may deliver
+ * part of it.
+ *
  * n 0 returns 0, msgs NULL or not. -EINVAL: q NULL, msgs NULL with
  * n > 0 (or n above INT_MAX), an entry with a NULL base and a non-zero
  * length, unknown flag bits, bad timeout. -EMSGSIZE: any message above
@@ -404,6 +419,10 @@ int shmq_put_many(shmq_t *q, const struct iovec *msgs, size_t n, unsigned flags,
  * msgs[0].iov_len is the size needed, nothing taken), -EINVAL (q or msgs
  * NULL, max_msgs 0, buf NULL with cap > 0, bad timeout), -EPIPE (closed
  * and drained), -EAGAIN, -ETIMEDOUT, -EBADMSG, as shmq_get.
+ *
+ * Crash: a process killed inside get_many loses the messages it had
+ * taken (they are in its buffer, no longer in the queue); the others
+ * stay for other consumers. Messages are taken one at a time.
  */
 int shmq_get_many(shmq_t *q, void *buf, size_t cap, struct iovec *msgs,
                   size_t max_msgs, int64_t timeout_ns);

@@ -75,11 +75,9 @@ static size_t pack_run(const struct shmq *q, const struct iovec *msgs,
 {
     if (q->geo.flags & SHMQ_JOINABLE)
         return 1;
-    uint32_t max_units = q->geo.max_units < DESC_PACKED_UNITS
-                             ? q->geo.max_units
+    uint32_t max_units = q->geo.cap_units < DESC_PACKED_UNITS
+                             ? q->geo.cap_units
                              : DESC_PACKED_UNITS;
-    if (max_units > q->geo.cap_units)
-        max_units = q->geo.cap_units;
     uint64_t max_bytes = (uint64_t)max_units << q->geo.unit_shift;
     uint64_t bytes = 0;
     size_t k = 0;
@@ -122,35 +120,52 @@ static int packed_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     return rc;
 }
 
-/* Put msgs[0..*k) as one packed record without waiting, or fewer (*k is
- * halved while the queue has no room for them). 0, -EAGAIN (not even
- * two fit), or the errors of a put. */
-static int put_packed_now(struct shmq *q, const struct iovec *msgs, size_t *k)
+/* Storage units of a batch, counted as the queue counts room. */
+static uint64_t batch_units(const struct shmq *q, const struct iovec *msgs,
+                            size_t n)
 {
-    for (;;) {
-        struct packed_op op = {msgs, *k};
-        int rc = shmq__run(q, packed_attempt, &op, &q->hdr->not_full.word,
-                           SHMQ_NOWAIT);
-        if (rc != -EAGAIN || *k <= 2)
-            return rc;
-        *k /= 2;
-    }
+    uint64_t units = 0;
+    for (size_t i = 0; i < n; i++)
+        units += units_for(q, msgs[i].iov_len);
+    return units;
+}
+
+/* Is there room now for msgs[0..k) as a packed record and, after it, for
+ * the `rest` units of the batch as separate records? A packed record
+ * takes 16 bytes more per message, so a batch that fills the queue must
+ * not be packed: it would fit fewer messages than put's count. */
+static bool pack_fits(struct shmq *q, const struct iovec *msgs, size_t k,
+                      uint64_t rest)
+{
+    uint64_t packed = units_for(q, shmq__packed_bytes(msgs, k));
+    return shmq__ring_has_room(q, (uint32_t)k, packed + rest);
+}
+
+/* One packed record, without waiting. */
+static int put_packed_now(struct shmq *q, const struct iovec *msgs, size_t k)
+{
+    struct packed_op op = {msgs, k};
+    return shmq__run(q, packed_attempt, &op, &q->hdr->not_full.word,
+                     SHMQ_NOWAIT);
 }
 
 /* Without flags: like write(2) on a pipe, as many as fit by the deadline.
- * Runs of small messages go as packed records while there is room; a
- * wait for room is for one message, as put's. */
+ * Runs of small messages go as packed records while the whole rest of
+ * the batch still fits; a wait for room is for one message, as put's. */
 static int put_some(struct shmq *q, const struct iovec *msgs, size_t n,
                     int64_t timeout_ns)
 {
     wait_deadline_t deadline = wait_deadline(timeout_ns);
+    uint64_t left = batch_units(q, msgs, n); /* of msgs[done..n) */
     size_t done = 0;
     while (done < n) {
         size_t k = pack_run(q, msgs + done, n - done);
-        if (k >= 2) {
-            int rc = put_packed_now(q, msgs + done, &k);
+        uint64_t chunk = k >= 2 ? batch_units(q, msgs + done, k) : 0;
+        if (k >= 2 && pack_fits(q, msgs + done, k, left - chunk)) {
+            int rc = put_packed_now(q, msgs + done, k);
             if (rc == 0) {
                 done += k;
+                left -= chunk;
                 continue;
             }
             if (rc != -EAGAIN) {
@@ -166,6 +181,7 @@ static int put_some(struct shmq *q, const struct iovec *msgs, size_t n,
                 break;
             return rc;
         }
+        left -= units_for(q, msgs[done].iov_len);
         done++;
     }
     return done > INT_MAX ? INT_MAX : (int)done;
@@ -176,6 +192,7 @@ struct all_op {
     size_t n;
     uint64_t units;        /* storage units of the whole batch */
     struct ring_ref *refs; /* n of them, on the caller's stack or heap */
+    bool packable;         /* the batch can be one packed record */
 };
 
 /* Give back the first k claims of an SHMQ_ALL batch. */
@@ -198,6 +215,14 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
      * room returns only when release passes them, in ring order. Only a
      * race with another producer can still make a claim fail. */
     shmq__ring_advance_release(q);
+    /* One packed record is published (and withdrawn) at once: the whole
+     * batch or nothing also against a close. */
+    if (op->packable && pack_fits(q, op->msgs, op->n, 0)) {
+        struct packed_op one = {op->msgs, op->n};
+        int rc = packed_attempt(q, &one, s);
+        if (rc != -EAGAIN)
+            return rc;
+    }
     if (!shmq__ring_has_room(q, (uint32_t)op->n, op->units)) {
         shmq__ring_release_stall(q, s, true);
         return -EAGAIN;
@@ -235,15 +260,6 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     return 0;
 }
 
-/* Storage units of a batch, counted as the queue counts room. */
-static uint64_t batch_units(const struct shmq *q, const struct iovec *msgs,
-                            size_t n)
-{
-    uint64_t units = 0;
-    for (size_t i = 0; i < n; i++)
-        units += units_for(q, msgs[i].iov_len);
-    return units;
-}
 
 /* Claims of a batch: on the stack when small, else one allocation per
  * call (not per message). */
@@ -255,12 +271,6 @@ static int put_all(struct shmq *q, const struct iovec *msgs, size_t n,
     uint64_t units = batch_units(q, msgs, n);
     if (n > q->geo.maxsize || units > q->geo.cap_units)
         return -EMSGSIZE; /* could never fit */
-    if (n >= 2 && pack_run(q, msgs, n) == n) { /* one record: all or none */
-        struct packed_op op = {msgs, n};
-        int rc = shmq__run(q, packed_attempt, &op, &q->hdr->not_full.word,
-                           timeout_ns);
-        return rc < 0 ? rc : (int)n;
-    }
     struct ring_ref stack_refs[ALL_STACK_REFS];
     struct ring_ref *refs = stack_refs;
     if (n > ALL_STACK_REFS) {
@@ -268,7 +278,11 @@ static int put_all(struct shmq *q, const struct iovec *msgs, size_t n,
         if (!refs)
             return -ENOMEM;
     }
-    struct all_op op = {msgs, n, units, refs};
+    /* Each attempt puts one packed record when there is room for it, else
+     * separate records when there is room for those (a packed record
+     * takes more: put's count of what fits must hold). */
+    struct all_op op = {msgs, n, units, refs,
+                        n >= 2 && pack_run(q, msgs, n) == n};
     int rc = shmq__run(q, all_attempt, &op, &q->hdr->not_full.word, timeout_ns);
     if (refs != stack_refs)
         free(refs);

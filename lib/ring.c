@@ -53,15 +53,15 @@
 
 static bool abort_writing(struct shmq *q, uint64_t w);
 
-static bool units_ok(const struct shmq *q, uint32_t units)
-{
-    return units >= 1 && units <= q->geo.max_units;
-}
-
-/* A claimed record's size fields, bounded before any walk steps by them. */
+/* A claimed record's size fields, bounded before any walk steps by them:
+ * a record of one message holds at most max_message; a packed one (many
+ * small messages) at most the capacity. */
 static bool rec_ok(const struct shmq *q, uint64_t w)
 {
-    return units_ok(q, desc_units(w)) && desc_span(w) <= q->geo.maxsize;
+    uint32_t units = desc_units(w);
+    return units >= 1 &&
+           units <= (desc_packed(w) ? q->geo.cap_units : q->geo.max_units) &&
+           desc_span(w) <= q->geo.maxsize;
 }
 
 /* Is s before end (sequence numbers wrap)? */
@@ -318,7 +318,7 @@ int shmq__ring_claim_packed(struct shmq *q, uint32_t span, uint64_t bytes,
 {
     uint32_t units = units_for(q, bytes);
     if (span < 1 || span > DESC_PACKED_SPAN || units > DESC_PACKED_UNITS ||
-        units > q->geo.max_units)
+        units > q->geo.cap_units)
         return -EMSGSIZE;
     return claim(q, desc_packed_size(span, units), ref, false, stall);
 }

@@ -52,7 +52,8 @@ static bool msg_ref(const struct shmq *q, const struct shmq_msg *m,
         .entry = (uint32_t)(m->priv[1] >> MSG_ENTRY_SHIFT & MSG_ENTRY_MASK),
         .pos = (uint32_t)m->priv[1],
         .reserve = kind == MSG_RESERVED};
-    if (ref->units < 1 || ref->units > q->geo.max_units ||
+    if (ref->units < 1 ||
+        ref->units > (ref->entry ? q->geo.cap_units : q->geo.max_units) ||
         size >= 1u << DESC_SIZE_BITS || (ref->entry && kind != MSG_BORROWED))
         return false;
     /* Another queue's message may name the same record: data says whose

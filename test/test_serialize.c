@@ -16,9 +16,9 @@
  * of batch messages, reservations and waiting batches, and a kill storm
  * mixing put/get with every new call.
  *
- * Tests of rules the library breaks today are built with
+ * Tests of rules the library breaks today would be built with
  * -DSHMQ_KNOWN_BUGS only (so that the shared tree stays green), each with
- * a comment saying what goes wrong: put_many_all_racing_close.
+ * a comment saying what goes wrong; there are none at the moment.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -891,13 +891,10 @@ Test(serialize, put_many_all_large_batch, .timeout = 20)
 
 /* A close racing SHMQ_ALL batches: each batch is delivered whole (its
  * put returned n) or not at all (-EPIPE), and a consumer told that the
- * queue is drained gets nothing after.
- * Known bug (lib/ring.c + batch.c): a batch's records are committed one
- * by one, and a consumer that finds the queue closed while the rest are
- * still being written concludes that it is drained; the batch, whose
- * first message another consumer took, then returns n with the rest
- * committed after every consumer left (about 1 run in 7 here). */
-#ifdef SHMQ_KNOWN_BUGS
+ * queue is drained gets nothing after. A batch of 4 small messages is
+ * one packed record, published by one commit and withdrawn by one CAS.
+ * (Before packed records a batch's records were committed one by one,
+ * and this failed about 1 run in 7.) */
 struct race {
     shmq_t *q;
     uint32_t id;
@@ -1000,7 +997,6 @@ Test(serialize, put_many_all_racing_close, .timeout = 60)
         shmq_release(q);
     }
 }
-#endif
 
 /* Batches from several producers: each batch reaches consumers in its
  * order, other batches may come between. */
