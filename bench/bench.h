@@ -25,11 +25,11 @@
 #include <stdio.h>
 #include <sys/uio.h>
 
-#define BENCH_MAX_PROCS   8 /* most producers (and consumers) of a cell */
-#define BENCH_MAX_MSG     (1u << 20)
+#define BENCH_MAX_PROCS 8 /* most producers (and consumers) of a cell */
+#define BENCH_MAX_MSG   (1u << 20)
 /* The serialization scenario's large-message cell (shmq and memcpy
  * only; every other path stays at BENCH_MAX_MSG). */
-#define BENCH_LARGE_MSG (64u << 20)
+#define BENCH_LARGE_MSG   (64u << 20)
 #define BENCH_MAX_ROUNDS  64
 #define BENCH_MAX_SAMPLES (1u << 21)
 
@@ -146,8 +146,8 @@ extern const struct transport transport_vyukov; /* Vyukov MPMC ring */
 /* shmq's serialization layer (transport_serialize.c) */
 extern const struct transport transport_shmq_many32;  /* put/get_many x32 */
 extern const struct transport transport_shmq_many256; /* x256 */
-extern const struct transport transport_shmq_zc;   /* put_begin, get_begin */
-extern const struct transport transport_shmq_putv; /* putv (header + body) */
+extern const struct transport transport_shmq_zc;      /* put_begin, get_begin */
+extern const struct transport transport_shmq_putv;    /* putv (header + body) */
 /* Bytes of the region of a default shmq queue (transport_vyukov.c): the
  * footprint the raw rings are given for throughput. */
 size_t bench_default_footprint(void);

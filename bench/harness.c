@@ -96,7 +96,8 @@ size_t bench_batch(const struct transport *t, size_t size)
 static int producer_many(struct chan *ch, struct ctl *ctl, unsigned idx,
                          struct payload *pl, uint64_t quota)
 {
-    size_t nb = bench_batch(ch->t, pl->size), alloc = (pl->size + 63) & ~(size_t)63;
+    size_t nb = bench_batch(ch->t, pl->size),
+           alloc = (pl->size + 63) & ~(size_t)63;
     struct iovec iov[256 + 1];
     struct payload views[256 + 1];
     uint64_t seq = 0;

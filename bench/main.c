@@ -252,8 +252,8 @@ static void columns(struct bench *b, const struct opts *o)
                 HOW_HARNESS, &transport_shmq_many32, NULL);
         add_col(b, o, "many256", transport_shmq_many256.label, TK_SHMQ,
                 HOW_HARNESS, &transport_shmq_many256, NULL);
-        add_col(b, o, "zerocopy", transport_shmq_zc.label, TK_SHMQ,
-                HOW_HARNESS, &transport_shmq_zc, NULL);
+        add_col(b, o, "zerocopy", transport_shmq_zc.label, TK_SHMQ, HOW_HARNESS,
+                &transport_shmq_zc, NULL);
         add_col(b, o, "putv", transport_shmq_putv.label, TK_SHMQ, HOW_HARNESS,
                 &transport_shmq_putv, NULL);
         add_col(b, o, "ring", "raw SPSC ring", TK_LIMIT, HOW_HARNESS,

@@ -743,8 +743,8 @@ static void serialize_ratios(const struct bench *b, FILE *out)
                   sizeof(r[6]));
         ser_ratio(b, k, "many32", "memcpy", get_byte_rate, r[7], sizeof(r[7]));
         fprintf(out, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-                size_name(b->cells[k].size), r[0], r[1], r[2], r[3], r[4],
-                r[5], r[6], r[7]);
+                size_name(b->cells[k].size), r[0], r[1], r[2], r[3], r[4], r[5],
+                r[6], r[7]);
     }
 }
 

@@ -88,8 +88,8 @@ static int many_send(struct chan *ch, const struct iovec *msgs, size_t n)
 {
     size_t done = 0;
     while (done < n) {
-        int rc = shmq_put_many(ch->priv, msgs + done, n - done, 0,
-                               SHMQ_FOREVER);
+        int rc =
+            shmq_put_many(ch->priv, msgs + done, n - done, 0, SHMQ_FOREVER);
         if (rc < 0)
             return rc;
         done += (size_t)rc;
@@ -157,12 +157,11 @@ static int many_recv(struct chan *ch, void *buf, size_t cap, size_t *len)
 
 #define MANY_TRANSPORT(N)                                                      \
     {                                                                          \
-        .name = "many" #N, .label = "put_many/get_many ×" #N,                 \
-        .kind = TK_SHMQ, .usable = many_usable, .setup = ser_setup,            \
-        .attach = many_attach, .send = many_send_one, .recv = many_recv,       \
-        .finish = ser_finish, .detach = many_detach,                           \
-        .teardown = ser_teardown, .fill = ser_fill, .batch = (N),              \
-        .send_many = many_send, .recv_ref = many_recv_ref,                     \
+        .name = "many" #N, .label = "put_many/get_many ×" #N, .kind = TK_SHMQ, \
+        .usable = many_usable, .setup = ser_setup, .attach = many_attach,      \
+        .send = many_send_one, .recv = many_recv, .finish = ser_finish,        \
+        .detach = many_detach, .teardown = ser_teardown, .fill = ser_fill,     \
+        .batch = (N), .send_many = many_send, .recv_ref = many_recv_ref,       \
     }
 
 const struct transport transport_shmq_many32 = MANY_TRANSPORT(32);

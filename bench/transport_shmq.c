@@ -5,9 +5,9 @@
  * One anonymous queue per channel, created by the parent and inherited
  * over fork(): for throughput max_message 1 MiB, capacity 8 MiB, default
  * maxsize (for the 64 MiB cell of the serialization scenario, max_message
- * 64 MiB and capacity 256 MiB); for ping-pong a queue sized for one message in flight. The
- * end of a throughput run is shmq_close(): consumers drain what is left
- * and get -EPIPE, no stop messages. Latency cells use shmq_set_spin(q, 0)
+ * 64 MiB and capacity 256 MiB); for ping-pong a queue sized for one message in
+ * flight. The end of a throughput run is shmq_close(): consumers drain what is
+ * left and get -EPIPE, no stop messages. Latency cells use shmq_set_spin(q, 0)
  * for "blocking" and the default spin (SHMQ_DEFAULT_SPIN_NS) for
  * "adaptive"; throughput cells use the default, what a user gets, unless
  * --spin NS says otherwise.

@@ -40,8 +40,9 @@
  * more than the ring holds in all, so that the ring wraps again while
  * they flow. */
 static const size_t sizes[] = {
-    LARGE_MSG,     LARGE_MSG - 1, LARGE_MSG / 2 + 13, 8,         LARGE_MSG,
-    LARGE_MSG - 4095, 1,          LARGE_MSG / 3,      LARGE_MSG,
+    LARGE_MSG, LARGE_MSG - 1, LARGE_MSG / 2 + 13,
+    8,         LARGE_MSG,     LARGE_MSG - 4095,
+    1,         LARGE_MSG / 3, LARGE_MSG,
 };
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 
@@ -197,8 +198,8 @@ static void take_checked(shmq_t *q, bool in_place, unsigned char *buf,
         int rc = shmq_get_begin(q, &m, LARGE_WAIT_NS);
         cr_assert_eq(rc, 0, "get_begin of message %u: %s", seed,
                      shmq_strerror(rc));
-        cr_assert_eq(m.len, want, "message %u: %zu bytes, not %zu", seed,
-                     m.len, want);
+        cr_assert_eq(m.len, want, "message %u: %zu bytes, not %zu", seed, m.len,
+                     want);
         cr_assert_eq((uintptr_t)m.data & 7, 0);
         bad = first_bad(m.data, m.len, seed);
         cr_assert_eq(shmq_get_end(q, &m), 0);
