@@ -128,6 +128,7 @@ struct transport {
     int (*recv_done)(struct chan *ch);
 };
 
+#define BENCH_MAX_BATCH 256 /* largest transport batch */
 /* Messages per send_many call of t for messages of size bytes: batch,
  * but no more than 4 MiB of them (half of a throughput queue). */
 size_t bench_batch(const struct transport *t, size_t size);

@@ -98,13 +98,13 @@ static int producer_many(struct chan *ch, struct ctl *ctl, unsigned idx,
 {
     size_t nb = bench_batch(ch->t, pl->size),
            alloc = (pl->size + 63) & ~(size_t)63;
-    struct iovec iov[256 + 1];
-    struct payload views[256 + 1];
+    struct iovec iov[BENCH_MAX_BATCH];
+    struct payload views[BENCH_MAX_BATCH];
     uint64_t seq = 0;
     int rc = 0;
 
-    if (nb > 256)
-        nb = 256;
+    if (nb > BENCH_MAX_BATCH)
+        nb = BENCH_MAX_BATCH;
     for (size_t i = 0; i < nb; i++) {
         views[i] = (struct payload){aligned_alloc(64, alloc ? alloc : 64),
                                     pl->pattern, pl->size};
