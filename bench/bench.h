@@ -23,9 +23,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/uio.h>
 
-#define BENCH_MAX_PROCS   8 /* most producers (and consumers) of a cell */
-#define BENCH_MAX_MSG     (1u << 20)
+#define BENCH_MAX_PROCS 8 /* most producers (and consumers) of a cell */
+#define BENCH_MAX_MSG   (1u << 20)
+/* The serialization scenario's large-message cell (shmq and memcpy
+ * only; every other path stays at BENCH_MAX_MSG). */
+#define BENCH_LARGE_MSG   (64u << 20)
 #define BENCH_MAX_ROUNDS  64
 #define BENCH_MAX_SAMPLES (1u << 21)
 
@@ -111,7 +115,23 @@ struct transport {
     /* Optional: the fraction of the queue's room in use now, read by the
      * parent during a throughput run (the regime: empty or full). */
     double (*fill)(struct chan *ch);
+    /* Optional, the serialization scenario (transport_serialize.c). A
+     * producer with send_many builds batch messages (fewer for large
+     * ones, see bench_batch()) in separate buffers and hands them over
+     * in one call, which returns 0 once all of them are sent. A
+     * consumer with recv_ref checks each message where recv_ref says it
+     * is (in the queue itself for get_begin) and calls recv_done after
+     * the check; RECV_END as recv(). */
+    unsigned batch;
+    int (*send_many)(struct chan *ch, const struct iovec *msgs, size_t n);
+    int (*recv_ref)(struct chan *ch, const void **msg, size_t *len);
+    int (*recv_done)(struct chan *ch);
 };
+
+#define BENCH_MAX_BATCH 256 /* largest transport batch */
+/* Messages per send_many call of t for messages of size bytes: batch,
+ * but no more than 4 MiB of them (half of a throughput queue). */
+size_t bench_batch(const struct transport *t, size_t size);
 
 /* transports, each in its own transport_*.c (or limits.c) */
 extern const struct transport transport_shmq;
@@ -124,6 +144,11 @@ extern const struct transport transport_boost;  /* name NULL when not built */
 extern const struct transport transport_ring;   /* raw SPSC ring, limits.c */
 extern const struct transport transport_ringpp; /* its ping-pong, limits.c */
 extern const struct transport transport_vyukov; /* Vyukov MPMC ring */
+/* shmq's serialization layer (transport_serialize.c) */
+extern const struct transport transport_shmq_many32;  /* put/get_many x32 */
+extern const struct transport transport_shmq_many256; /* x256 */
+extern const struct transport transport_shmq_zc;      /* put_begin, get_begin */
+extern const struct transport transport_shmq_putv;    /* putv (header + body) */
 /* Bytes of the region of a default shmq queue (transport_vyukov.c): the
  * footprint the raw rings are given for throughput. */
 size_t bench_default_footprint(void);
@@ -234,6 +259,7 @@ struct bench {
     unsigned rounds;
     double secs;
     bool pin;
+    bool serialize;     /* --scenario serialize: its own tables */
     struct result *res; /* [round][cell][column] */
     char notes[8][512]; /* lines for the report's preamble */
     size_t nnotes;
@@ -258,6 +284,8 @@ struct ratio {
     double med, min, max;
 };
 void report_markdown(const struct bench *b, FILE *out);
+/* The serialization scenario's tables and targets (report.c). */
+void report_serialize(const struct bench *b, FILE *out);
 int report_json(const struct bench *b, const char *path);
 /* Number of failed measurements (payload checks, counts, errors). */
 size_t report_failures(const struct bench *b, FILE *out);

@@ -83,6 +83,57 @@ static void sleep_sec(double s)
 /* throughput                                                         */
 /* ---------------------------------------------------------------- */
 
+size_t bench_batch(const struct transport *t, size_t size)
+{
+    size_t most = (4u << 20) / (size ? size : 1);
+    size_t n = t->batch < most ? t->batch : most;
+    return n ? n : 1;
+}
+
+/* A producer that hands over batches (send_many): nb messages, each in
+ * its own buffer (the pattern, stamps rewritten per message), sent in
+ * one call; the stop flag is looked at between batches. */
+static int producer_many(struct chan *ch, struct ctl *ctl, unsigned idx,
+                         struct payload *pl, uint64_t quota)
+{
+    size_t nb = bench_batch(ch->t, pl->size),
+           alloc = (pl->size + 63) & ~(size_t)63;
+    struct iovec iov[BENCH_MAX_BATCH];
+    struct payload views[BENCH_MAX_BATCH];
+    uint64_t seq = 0;
+    int rc = 0;
+
+    if (nb > BENCH_MAX_BATCH)
+        nb = BENCH_MAX_BATCH;
+    for (size_t i = 0; i < nb; i++) {
+        views[i] = (struct payload){aligned_alloc(64, alloc ? alloc : 64),
+                                    pl->pattern, pl->size};
+        if (!views[i].buf) {
+            fail(ctl, "producer: out of memory", 0);
+            nb = i, rc = -ENOMEM;
+            break;
+        }
+        memcpy(views[i].buf, pl->pattern, pl->size);
+        iov[i] = (struct iovec){views[i].buf, pl->size};
+    }
+    wait_go(ctl);
+    while (rc == 0 && seq < quota &&
+           !atomic_load_explicit(&ctl->stop, memory_order_relaxed)) {
+        size_t n = quota - seq < nb ? (size_t)(quota - seq) : nb;
+        for (size_t i = 0; i < n; i++)
+            payload_stamp(&views[i], stamp_make(idx, seq + i));
+        rc = ch->t->send_many(ch, iov, n);
+        if (rc < 0)
+            fail(ctl, "producer: send_many", rc);
+        else
+            seq += n;
+    }
+    ctl->sent[idx] = seq;
+    for (size_t i = 0; i < nb; i++)
+        free(views[i].buf);
+    return rc;
+}
+
 static int producer(struct chan *ch, struct ctl *ctl, unsigned idx)
 {
     struct payload pl;
@@ -99,6 +150,12 @@ static int producer(struct chan *ch, struct ctl *ctl, unsigned idx)
     }
     uint64_t quota =
         ch->cell->count ? ch->cell->count / ch->cell->producers : UINT64_MAX;
+    if (ch->t->send_many) {
+        rc = producer_many(ch, ctl, idx, &pl, quota);
+        ch->t->detach(ch);
+        payload_free(&pl);
+        return rc < 0;
+    }
     wait_go(ctl);
     while (seq < quota &&
            !atomic_load_explicit(&ctl->stop, memory_order_relaxed)) {
@@ -143,7 +200,9 @@ static int consumer(struct chan *ch, struct ctl *ctl, unsigned idx)
     wait_go(ctl);
     for (;;) {
         size_t len = 0;
-        rc = ch->t->recv(ch, buf, cap, &len);
+        const void *msg = buf;
+        rc = ch->t->recv_ref ? ch->t->recv_ref(ch, &msg, &len)
+                             : ch->t->recv(ch, buf, cap, &len);
         if (rc == RECV_END)
             break;
         if (rc < 0) {
@@ -151,7 +210,7 @@ static int consumer(struct chan *ch, struct ctl *ctl, unsigned idx)
             bad = 1;
             break;
         }
-        uint64_t s = payload_stamp_of(buf, len);
+        uint64_t s = payload_stamp_of(msg, len);
         if (s == STAMP_STOP && len == c->size)
             break;
         unsigned p = stamp_producer(s);
@@ -159,7 +218,9 @@ static int consumer(struct chan *ch, struct ctl *ctl, unsigned idx)
         if (!why && stamp_seq(s) < next[p])
             why = "sequence went backwards (FIFO per producer broken)";
         if (!why)
-            why = payload_check(buf, len, c->size, patterns[p]);
+            why = payload_check(msg, len, c->size, patterns[p]);
+        if (ch->t->recv_done && (rc = ch->t->recv_done(ch)) < 0 && !why)
+            why = "recv_done failed";
         if (why) {
             fail(ctl, why, 0);
             bad = 1;

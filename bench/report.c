@@ -620,6 +620,27 @@ static size_t targets(const struct bench *b, struct target *t)
     return n;
 }
 
+/* The serialization scenario's targets (issue 11). */
+static size_t serialize_targets(const struct bench *b, struct target *t)
+{
+    int s = col_of(b, "shmq"), m32 = col_of(b, "many32");
+    int zc = col_of(b, "zerocopy");
+    int k64 = find_cell(b, SC_THROUGHPUT, 1, 64, WAIT_BLOCK);
+    int k1m = find_cell(b, SC_THROUGHPUT, 1, 1u << 20, WAIT_BLOCK);
+    size_t n = 0;
+    t[n++] = (struct target){"1x1 64 B: put_many/get_many ×32 ÷ put/get ≥ 5",
+                             ratio_of(b, k64, m32, k64, s, NULL), 5, true};
+    t[n++] = (struct target){
+        "1x1 64 B: put_many/get_many ×32 ÷ raw SPSC ring (one message at a "
+        "time) ≥ 1",
+        ratio_of(b, k64, m32, k64, col_of(b, "ring"), NULL), 1, true};
+    t[n++] = (struct target){
+        "1x1 1 MiB: put_begin/get_begin ÷ memcpy bytes/s ≥ 0.8",
+        ratio_of(b, k1m, zc, k1m, col_of(b, "memcpy"), get_byte_rate), 0.8,
+        true};
+    return n;
+}
+
 static const char *verdict(const struct target *t)
 {
     if (!t->q.valid)
@@ -631,7 +652,7 @@ static const char *verdict(const struct target *t)
 static void target_table(const struct bench *b, FILE *out)
 {
     struct target t[16];
-    size_t n = targets(b, t);
+    size_t n = b->serialize ? serialize_targets(b, t) : targets(b, t);
     char q[64];
     fprintf(out, "\n### Targets (ratios within a round, median (min–max))"
                  "\n\n| target | measured | verdict |\n|---|---:|---|\n");
@@ -667,6 +688,10 @@ void report_markdown(const struct bench *b, FILE *out)
                  "throughput counts must match what was sent.  \n");
     for (size_t i = 0; i < b->nnotes; i++)
         fprintf(out, "%s.  \n", b->notes[i]);
+    if (b->serialize) {
+        report_serialize(b, out);
+        return;
+    }
     bool tp = false;
     for (size_t k = 0; k < b->ncells; k++)
         tp |= b->cells[k].sc == SC_THROUGHPUT;
@@ -680,6 +705,65 @@ void report_markdown(const struct bench *b, FILE *out)
     }
     latency_tables(b, out);
     stall_table(b, out);
+    target_table(b, out);
+}
+
+/* ---------------------------------------------------------------- */
+/* serialization                                                      */
+/* ---------------------------------------------------------------- */
+
+/* Ratio of a column to put/get (or to another column) in cell k. */
+static void ser_ratio(const struct bench *b, size_t k, const char *a,
+                      const char *other, double (*get)(const struct result *),
+                      char *buf, size_t n)
+{
+    fmt_ratio(buf, n,
+              ratio_of(b, (int)k, col_of(b, a), (int)k, col_of(b, other), get));
+}
+
+static void serialize_ratios(const struct bench *b, FILE *out)
+{
+    char r[8][64];
+    fprintf(out,
+            "\n### Serialization ratios (messages/s, or bytes/s against "
+            "memcpy; median (min–max) of per-round ratios; higher is "
+            "better)\n\n"
+            "| size | ×32 ÷ put/get | ×256 ÷ put/get | zero-copy ÷ put/get |"
+            " putv ÷ put/get | ×32 ÷ raw SPSC ring | put/get ÷ memcpy |"
+            " zero-copy ÷ memcpy | ×32 ÷ memcpy |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (size_t k = 0; k < b->ncells; k++) {
+        ser_ratio(b, k, "many32", "shmq", NULL, r[0], sizeof(r[0]));
+        ser_ratio(b, k, "many256", "shmq", NULL, r[1], sizeof(r[1]));
+        ser_ratio(b, k, "zerocopy", "shmq", NULL, r[2], sizeof(r[2]));
+        ser_ratio(b, k, "putv", "shmq", NULL, r[3], sizeof(r[3]));
+        ser_ratio(b, k, "many32", "ring", NULL, r[4], sizeof(r[4]));
+        ser_ratio(b, k, "shmq", "memcpy", get_byte_rate, r[5], sizeof(r[5]));
+        ser_ratio(b, k, "zerocopy", "memcpy", get_byte_rate, r[6],
+                  sizeof(r[6]));
+        ser_ratio(b, k, "many32", "memcpy", get_byte_rate, r[7], sizeof(r[7]));
+        fprintf(out, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                size_name(b->cells[k].size), r[0], r[1], r[2], r[3], r[4], r[5],
+                r[6], r[7]);
+    }
+}
+
+void report_serialize(const struct bench *b, FILE *out)
+{
+    fprintf(out,
+            "Serialization: 1 producer, 1 consumer (processes). put/get: "
+            "shmq_put, shmq_get. ×32, ×256: shmq_put_many of that many "
+            "messages (at most 4 MiB of them: ×256 is 64 at 64 KiB, both are "
+            "4 at 1 MiB), shmq_get_many of as many, each checked in "
+            "get_many's buffer. zero-copy: shmq_put_begin, payload written "
+            "in place, shmq_put_commit; shmq_get_begin, payload checked in "
+            "place, shmq_get_end. putv: a 16-byte header and the rest as two "
+            "iovecs; shmq_get. 64 MiB: a 256 MiB queue.  \n");
+    throughput_table(b, out, get_msg_rate,
+                     "Serialization, messages/s (median over rounds)");
+    throughput_table(b, out, get_byte_rate,
+                     "Serialization, payload bytes/s (median over rounds)");
+    serialize_ratios(b, out);
     target_table(b, out);
 }
 
@@ -938,7 +1022,7 @@ int report_json(const struct bench *b, const char *path)
         fputc('}', f);
     }
     fputs("\n],\n\"targets\": [", f);
-    nt = targets(b, t);
+    nt = b->serialize ? serialize_targets(b, t) : targets(b, t);
     for (size_t i = 0; i < nt; i++) {
         fputs(i ? ",\n  {\"target\": " : "\n  {\"target\": ", f);
         json_str(f, t[i].what);

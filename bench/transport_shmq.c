@@ -4,15 +4,17 @@
  *
  * One anonymous queue per channel, created by the parent and inherited
  * over fork(): for throughput max_message 1 MiB, capacity 8 MiB, default
- * maxsize; for ping-pong a queue sized for one message in flight. The
- * end of a throughput run is shmq_close(): consumers drain what is left
- * and get -EPIPE, no stop messages. Latency cells use shmq_set_spin(q, 0)
+ * maxsize (for the 64 MiB cell of the serialization scenario, max_message
+ * 64 MiB and capacity 256 MiB); for ping-pong a queue sized for one message in
+ * flight. The end of a throughput run is shmq_close(): consumers drain what is
+ * left and get -EPIPE, no stop messages. Latency cells use shmq_set_spin(q, 0)
  * for "blocking" and the default spin (SHMQ_DEFAULT_SPIN_NS) for
  * "adaptive"; throughput cells use the default, what a user gets, unless
  * --spin NS says otherwise.
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bench.h"
@@ -28,17 +30,21 @@
  * its buffer, never does. The children still take one minor fault per
  * page when they first touch it.
  */
-static void prefault(shmq_t *q)
+static int prefault(shmq_t *q)
 {
-    static unsigned char big[BENCH_MAX_MSG];
-    size_t len;
+    size_t len, max = shmq_max_message(q);
+    unsigned char *big = calloc(1, max);
+    if (!big)
+        return -ENOMEM;
     for (int pass = 0; pass < 2; pass++) {
-        size_t n = pass ? 0 : shmq_max_message(q);
+        size_t n = pass ? 0 : max;
         while (shmq_put_nowait(q, big, n) == 0)
             ;
-        while (shmq_get_nowait(q, big, sizeof(big), &len) == 0)
+        while (shmq_get_nowait(q, big, max, &len) == 0)
             ;
     }
+    free(big);
+    return 0;
 }
 
 /* Latency cells: a request/response queue never holds more than one
@@ -54,6 +60,11 @@ static struct shmq_config shmq_config_for(const struct cell *c)
             .capacity = c->size * 16 > (64u << 10) ? c->size * 16 : 64u << 10,
             .max_message = c->size ? c->size : 1,
         };
+    if (c->size > BENCH_MAX_MSG) /* the serialization scenario's 64 MiB */
+        return (struct shmq_config){
+            .capacity = 4 * c->size,
+            .max_message = c->size,
+        };
     return (struct shmq_config){
         .capacity = 8u << 20,
         .max_message = BENCH_MAX_MSG,
@@ -65,10 +76,10 @@ static int shmq_setup_(struct chan *ch)
     struct shmq_config cfg = shmq_config_for(ch->cell);
     shmq_t *q;
     int rc = shmq_create(&q, &cfg);
-    if (rc == 0) {
-        prefault(q);
+    if (rc == 0 && (rc = prefault(q)) < 0)
+        shmq_release(q);
+    else if (rc == 0)
         ch->priv = q;
-    }
     return rc;
 }
 
