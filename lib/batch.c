@@ -322,6 +322,29 @@ struct many_op {
     size_t used; /* bytes of buf used, rounded up to 8 */
 };
 
+/* Record a message taken into buf at offset off. */
+static void took(struct many_op *op, unsigned char *dst, size_t off,
+                 uint64_t len)
+{
+    op->msgs[op->count].iov_base = dst;
+    op->msgs[op->count].iov_len = (size_t)len;
+    op->count++;
+    op->used = off + len;
+}
+
+/* After a message of a packed record: the next ones of that record, one
+ * CAS each and no walk, while they are there and fit. */
+static void take_rest_of_record(struct shmq *q, struct many_op *op,
+                                struct ring_ref *ref)
+{
+    size_t k = shmq__packed_take_run(q, ref, op->buf, op->cap, &op->used,
+                                     op->msgs + op->count,
+                                     op->max_msgs - op->count);
+    op->count += k;
+    if (k)
+        shmq__freed(q, ref);
+}
+
 /* Take one message into buf at the next 8-byte offset. 0, or the errors
  * of shmq__take (-ENOBUFS: it does not fit, nothing taken). */
 static int take_one(struct shmq *q, struct many_op *op, struct ring_stall *s)
@@ -345,10 +368,9 @@ static int take_one(struct shmq *q, struct many_op *op, struct ring_stall *s)
         rc = shmq__ring_free(q, &ref);
     }
     shmq__freed(q, &ref);
-    op->msgs[op->count].iov_base = dst;
-    op->msgs[op->count].iov_len = (size_t)len;
-    op->count++;
-    op->used = off + len;
+    took(op, dst, off, len);
+    if (rc == 0 && ref.entry && ref.copied)
+        take_rest_of_record(q, op, &ref);
     return rc;
 }
 

@@ -60,6 +60,9 @@ struct shmq {
      * the true tail/head (ring.c, "Lazy cursors") */
     uint64_t tail_cache;
     uint64_t head_cache;
+    /* the packed record this handle last took from: seq << 32 | the
+     * entry after the one it took (every entry before it is taken) */
+    uint64_t packed_hint;
     void *map; /* region followed by the mirror of its ring */
     size_t map_size;
     struct shmq_header *hdr;

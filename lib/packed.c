@@ -73,16 +73,18 @@ static int rec_open(struct shmq *q, uint32_t seq, uint32_t pos, uint64_t w,
 }
 
 /* Entry i's state word, checked to belong to this record. */
-static int entry_load(struct shmq *q, const struct rec *r, uint32_t i,
+static int entry_load(const struct rec *r, uint32_t i,
                       uint64_t *e)
 {
     *e = __atomic_load_n(&r->e[i].state, __ATOMIC_SEQ_CST);
     if ((uint32_t)*e == r->seq && (unsigned)(*e >> 32 & 0xff) == ENTRY_TAG &&
         entry_state(*e) >= ENTRY_AVAIL && entry_state(*e) <= ENTRY_WITHDRAWN)
         return 0;
-    /* A stale view of a record freed meanwhile, or scribbles. */
-    return load_acquire(&ring_desc(q, r->seq)->word) != r->word ? -1
-                                                               : -EBADMSG;
+    /* A stale view: the record was freed meanwhile, or the walk that
+     * found it summed a size that has shrunk since (ring.c, "Short
+     * commits") and looks at the wrong place. Either way the caller
+     * looks again; scribbles end as -EBADMSG by its retry limit. */
+    return -1;
 }
 
 static bool entry_cas(const struct rec *r, uint32_t i, uint64_t from,
@@ -93,12 +95,24 @@ static bool entry_cas(const struct rec *r, uint32_t i, uint64_t from,
                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
 }
 
-/* The first entry to take: its index, or span if none. */
-static int first_avail(struct shmq *q, const struct rec *r, uint32_t *at)
+/* Where to start looking for the first entry to take: every entry
+ * before the one after this handle's last take from the record is taken
+ * (an entry never becomes AVAIL again), entry 0 included, so it is not
+ * WITHDRAWN either. */
+static uint32_t first_start(const struct shmq *q, const struct rec *r)
 {
-    for (uint32_t i = 0; i < r->span; i++) {
+    uint64_t hint = load_relaxed(&q->packed_hint);
+    uint32_t from = (uint32_t)hint;
+    return (uint32_t)(hint >> 32) == r->seq && from < r->span ? from : 0;
+}
+
+/* The first entry to take: its index, or span if none. */
+static int first_avail(const struct shmq *q, const struct rec *r,
+                       uint32_t *at)
+{
+    for (uint32_t i = first_start(q, r); i < r->span; i++) {
         uint64_t e;
-        int rc = entry_load(q, r, i, &e);
+        int rc = entry_load(r, i, &e);
         if (rc < 0)
             return rc;
         if (i == 0 && entry_state(e) == ENTRY_WITHDRAWN)
@@ -112,13 +126,15 @@ static int first_avail(struct shmq *q, const struct rec *r, uint32_t *at)
     return 0;
 }
 
-/* Free the record if every entry is done: true if this call did. */
+/* Free the record if every entry is done: true if this call did. An
+ * entry that is not this record's (scribbles, or a caller looking at
+ * the wrong place) never counts as done. */
 static bool finish(struct shmq *q, const struct rec *r)
 {
     for (uint32_t i = r->span; i-- > 0;) {
-        unsigned st =
-            entry_state(__atomic_load_n(&r->e[i].state, __ATOMIC_SEQ_CST));
-        if (st != ENTRY_DONE && st != ENTRY_WITHDRAWN)
+        uint64_t e;
+        if (entry_load(r, i, &e) < 0 ||
+            (entry_state(e) != ENTRY_DONE && entry_state(e) != ENTRY_WITHDRAWN))
             return false;
     }
     uint64_t w = r->word;
@@ -173,7 +189,7 @@ uint32_t shmq__packed_count(struct shmq *q, uint32_t seq, uint32_t pos,
         return 0;
     for (; i < r.span; i++) {
         uint64_t e;
-        if (entry_load(q, &r, i, &e) < 0)
+        if (entry_load(&r, i, &e) < 0)
             return 0;
         n += entry_state(e) == ENTRY_AVAIL;
     }
@@ -223,8 +239,61 @@ int shmq__packed_take(struct shmq *q, uint32_t seq, uint32_t pos, uint64_t w,
                           entry_word(seq, ENTRY_TAKEN, q->slot))) {
         return 1;
     }
+    store_relaxed(&q->packed_hint, (uint64_t)seq << 32 | (i + 1));
     *len = n;
     return 0;
+}
+
+size_t shmq__packed_take_run(struct shmq *q, struct ring_ref *ref,
+                             unsigned char *buf, size_t cap, size_t *used,
+                             struct iovec *msgs, size_t max)
+{
+    uint64_t w = load_acquire(&ring_desc(q, ref->seq)->word);
+    unsigned st = desc_state(w);
+    struct rec r;
+    if (desc_seq(w) != ref->seq || desc_size(w) != ref->size ||
+        (st != DESC_COMMITTED && st != DESC_LATE) ||
+        rec_open(q, ref->seq, ref->pos, w, &r) < 0)
+        return 0;
+    uint64_t avail = entry_word(ref->seq, ENTRY_AVAIL, 0);
+    uint64_t done = entry_word(ref->seq, ENTRY_DONE, q->slot);
+    uint64_t taken = entry_word(ref->seq, ENTRY_TAKEN, q->slot);
+    uint64_t min_off = (uint64_t)r.span * sizeof(struct packed_entry);
+    size_t k = 0;
+    /* the entry after the one taken: every entry before it is taken */
+    for (uint32_t i = ref->entry; i < r.span && k < max; i++) {
+        size_t at = (*used + 7) & ~(size_t)7;
+        uint64_t off = r.e[i].off, n = r.e[i].len;
+        if (at > cap ||
+            __atomic_load_n(&r.e[i].state, __ATOMIC_ACQUIRE) != avail ||
+            off < min_off || off % 8 || off > r.bytes || n > r.bytes - off ||
+            n > cap - at)
+            break; /* taken by another, scribbled (the next walk tells),
+                      or it does not fit */
+        unsigned char *dst = buf ? buf + at : NULL;
+        if (RING_COPY_FIRST_MAX > 0) {
+            /* Copy, then CAS: if the CAS fails, bytes past what get_many
+             * returns are just not part of its answer. */
+            if (n)
+                memcpy(dst, r.base + off, n);
+            if (!entry_cas(&r, i, avail, done))
+                break;
+        } else { /* ThreadSanitizer builds: take, copy, end */
+            if (!entry_cas(&r, i, avail, taken))
+                break;
+            if (n)
+                memcpy(dst, r.base + off, n);
+            entry_cas(&r, i, taken, done);
+        }
+        msgs[k++] = (struct iovec){dst, (size_t)n};
+        *used = at + n;
+        ref->entry = i + 1;
+    }
+    if (k) {
+        ref->freed = finish(q, &r);
+        store_relaxed(&q->packed_hint, (uint64_t)ref->seq << 32 | ref->entry);
+    }
+    return k;
 }
 
 /* The record a ref of ours names, opened (its word must still be a
@@ -276,7 +345,7 @@ unsigned shmq__packed_holder(struct shmq *q, uint32_t seq, uint32_t pos,
     bool all_done = true;
     for (uint32_t i = 0; i < r.span; i++) {
         uint64_t e;
-        if (entry_load(q, &r, i, &e) < 0)
+        if (entry_load(&r, i, &e) < 0)
             return 0;
         if (entry_state(e) == ENTRY_TAKEN) {
             *slot = entry_slot(e);

@@ -70,6 +70,15 @@ int shmq__packed_take(struct shmq *q, uint32_t seq, uint32_t pos, uint64_t w,
                       void *buf, size_t cap, uint64_t *len,
                       struct ring_ref *ref);
 
+/* After taking message ref->entry - 1 of a packed record (get_many):
+ * take the next ones while they are there, up to max, each copied to
+ * the next 8-byte offset of buf from *used while it fits in cap (bytes
+ * past what is returned may be written). Fills msgs, moves *used and
+ * ref->entry, sets ref->freed; returns how many it took. */
+size_t shmq__packed_take_run(struct shmq *q, struct ring_ref *ref,
+                             unsigned char *buf, size_t cap, size_t *used,
+                             struct iovec *msgs, size_t max);
+
 /* End a taken message (ref->entry): DONE, and free the record if it was
  * the last (ref->freed). 0 or -EBADMSG. */
 int shmq__packed_done(struct shmq *q, struct ring_ref *ref);

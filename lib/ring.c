@@ -547,12 +547,12 @@ static int take_late_scan(struct shmq *q, uint64_t seen, void *buf, size_t cap,
         if (!rec_ok(q, w))
             return -EBADMSG;
         if (desc_state(w) == DESC_LATE) {
+            if (writer && !walk_still_true(q, first_writer, at))
+                return 1;
             int rc = takeable(q, at, w);
             if (rc != 0)
                 return rc < 0 ? rc
-                       : writer && !walk_still_true(q, first_writer, at)
-                           ? 1
-                           : take_record(q, d, at, w, buf, cap, len, ref);
+                              : take_record(q, d, at, w, buf, cap, len, ref);
         }
         if (desc_state(w) == DESC_WRITING && !writer) {
             writer = true;
@@ -635,6 +635,11 @@ take_once(struct shmq *q, void *buf, size_t cap, uint64_t *len,
         if (!rec_ok(q, w))
             return -EBADMSG;
         unsigned st = desc_state(w);
+        /* A packed record's entries are read where the walk says it is:
+         * first make sure that is still true. */
+        if (st == DESC_COMMITTED && desc_packed(w) && writer &&
+            !walk_still_true(q, first_writer, at))
+            return 1;
         int rc = st == DESC_COMMITTED ? takeable(q, at, w) : 0;
         if (rc < 0)
             return rc;

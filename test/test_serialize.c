@@ -2758,6 +2758,8 @@ static int stress_consumer(void *p)
             int r = shmq_get_many(s->q, buf, cap, msgs, max, 10 * TH_SEC);
             if (r == -EPIPE)
                 return 0;
+            if (r < 1 || (size_t)r > max)
+                fprintf(stderr, "get_many: %d (max %zu)\n", r, max);
             TH_CHECK(r >= 1 && (size_t)r <= max);
             for (int i = 0; i < r; i++) {
                 TH_CHECK(
