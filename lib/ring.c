@@ -79,10 +79,12 @@ static bool earlier_lap(const struct shmq *q, uint64_t w, uint32_t seq)
     return back >= q->geo.desc_count && back < (1u << 31);
 }
 
+/* States a walk to the head passes. DESC_LOCKED is a done record (FREE
+ * or ABORTED, not yet released) locked by a short commit next door. */
 static bool state_done(unsigned st)
 {
     return st == DESC_FREE || st == DESC_READING || st == DESC_ABORTED ||
-           st == DESC_SKIPPED || st == DESC_LATE;
+           st == DESC_SKIPPED || st == DESC_LATE || st == DESC_LOCKED;
 }
 
 /* ------------------------------------------------------------------ */
@@ -858,7 +860,9 @@ static void end_records_of(struct shmq *q, unsigned slot, bool dead)
         at = next;
         if (desc_owner(w) != slot)
             continue;
-        if (st == DESC_WRITING || st == DESC_SKIPPED)
+        if (st == DESC_LOCKED) /* a done record, locked by a short commit */
+            shrink_unlock(q, w);
+        else if (st == DESC_WRITING || st == DESC_SKIPPED)
             abort_writing(q, w);
         else if (st == DESC_READING && dead)
             shmq__ring_recover(q, &(struct ring_stall){true, w, 0, 0});
