@@ -269,3 +269,45 @@ Test(stall, many_stopped_writers, .timeout = 60)
     expect_empty_now(q);
     shmq_release(q);
 }
+
+/* A short commit locks the descriptor after its record for three CASes
+ * (ring.c, "Short commits"), and that descriptor may still hold a done
+ * record that release has not passed. A writer stopped inside that
+ * window is simulated by writing the lock: gets must pass the locked
+ * record as done (they returned -EBADMSG), puts wait for the locker as
+ * for any record in flight, and all goes on once it is unlocked. */
+Test(stall, gets_pass_a_record_locked_by_a_short_commit, .timeout = 30)
+{
+    shmq_t *q = make(8, 0);
+    char m[2] = "0";
+    for (int i = 0; i < 7; i++) {
+        m[0] = (char)('0' + i);
+        cr_assert_eq(shmq_put(q, m, 1, SHMQ_NOWAIT), 0);
+    }
+    expect_get(q, "0", SHMQ_NOWAIT); /* freed, release does not move yet */
+    cr_assert_eq(pos_seq(load_acquire(&q->hdr->release.word)), 0,
+                 "release still at the freed record");
+    struct shmq_desc *d = ring_desc(q, 0);
+    uint64_t done = load_acquire(&d->word);
+    cr_assert_eq(desc_state(done), DESC_FREE);
+    /* What shrink_lock does for the writer of seq 7 (its successor, 8,
+     * has the descriptor of 0). */
+    store_release(&d->word, desc_with(done, DESC_LOCKED, q->slot));
+    /* A handle of its own walks from release (q's cache is past it). */
+    shmq_t *other;
+    cr_assert_eq(shmq_from_fd(&other, shmq_fd(q)), 0);
+    expect_get(other, "1", SHMQ_NOWAIT);
+    shmq_release(other);
+    cr_assert_eq(shmq_qsize(q), 5, "qsize passes it too");
+    cr_assert_eq(shmq_put(q, "7", 1, SHMQ_NOWAIT), 0, "room below the lock");
+    cr_assert_eq(shmq_put(q, "8", 1, SHMQ_NOWAIT), -EAGAIN,
+                 "room behind the lock waits for its holder");
+    store_release(&d->word, done); /* the writer unlocks */
+    cr_assert_eq(shmq_put(q, "8", 1, SHMQ_NOWAIT), 0, "and then comes back");
+    for (int i = 2; i <= 8; i++) {
+        m[0] = (char)('0' + i);
+        expect_get(q, m, SHMQ_NOWAIT);
+    }
+    expect_empty_now(q);
+    shmq_release(q);
+}
