@@ -3826,3 +3826,76 @@ Test(serialize, kill_storm_mixes_every_call_with_put_and_get, .timeout = 90)
     th_shared_free(sh, sizeof *sh);
     shmq_release(q);
 }
+
+/* Short commits racing puts: reservations of the whole max_message
+ * committed short shrink their records while other producers claim the
+ * records after them (ring.c, "Short commits"). A claim that summed a
+ * size before it shrank must find its true position again, or its
+ * message lands on top of another: every payload is checked, with its
+ * producer's order. */
+struct shrink_race {
+    shmq_t *q;
+    uint32_t id, n;
+};
+
+static int shrink_producer(void *p)
+{
+    const struct shrink_race *s = p;
+    uint64_t rng = 0x5eed + s->id;
+    unsigned char msg[64];
+    for (uint32_t seq = 0; seq < s->n; seq++) {
+        size_t len = TH_PAYLOAD_MIN + (size_t)th_rand_below(&rng, 40);
+        if (s->id % 2) { /* reserve the largest, commit short */
+            struct shmq_msg m;
+            TH_CHECK_EQ(shmq_put_begin(s->q, shmq_max_message(s->q), &m,
+                                       10 * TH_SEC),
+                        0);
+            th_payload_fill(m.data, len, s->id, seq);
+            TH_CHECK_EQ(shmq_put_commit(s->q, &m, len), 0);
+        } else {
+            th_payload_fill(msg, len, s->id, seq);
+            TH_CHECK_EQ(shmq_put(s->q, msg, len, 10 * TH_SEC), 0);
+        }
+    }
+    return 0;
+}
+
+static int shrink_consumer(void *p)
+{
+    const struct shrink_race *s = p;
+    uint32_t last[8];
+    memset(last, 0xff, sizeof last);
+    unsigned char buf[256];
+    for (;;) {
+        size_t len;
+        int r = shmq_get(s->q, buf, sizeof buf, &len, 10 * TH_SEC);
+        if (r == -EPIPE)
+            return 0;
+        TH_CHECK_EQ(r, 0);
+        uint32_t prod, seq;
+        TH_CHECK(th_payload_check(buf, len, &prod, &seq) && prod < 8);
+        TH_CHECK(last[prod] == UINT32_MAX || seq > last[prod]);
+        last[prod] = seq;
+    }
+}
+
+Test(serialize, short_commits_racing_puts, .timeout = 120)
+{
+    enum { PRODUCERS = 6, CONSUMERS = 1 };
+    uint32_t per = (uint32_t)th_scaled(300000, 5000);
+    shmq_t *q = make(64, 4096, 256, 0);
+    struct shrink_race prod[PRODUCERS], cons[CONSUMERS];
+    pid_t pp[PRODUCERS], cp[CONSUMERS];
+    for (uint32_t i = 0; i < CONSUMERS; i++) {
+        cons[i] = (struct shrink_race){q, i, 0};
+        cp[i] = th_fork(shrink_consumer, &cons[i]);
+    }
+    for (uint32_t i = 0; i < PRODUCERS; i++) {
+        prod[i] = (struct shrink_race){q, i, per};
+        pp[i] = th_fork(shrink_producer, &prod[i]);
+    }
+    th_assert_children_ok_within(pp, PRODUCERS, 90 * TH_SEC);
+    shmq_close(q);
+    th_assert_children_ok_within(cp, CONSUMERS, 30 * TH_SEC);
+    shmq_release(q);
+}
