@@ -70,16 +70,24 @@ static int64_t remaining(wait_deadline_t deadline)
 /* How many of msgs[0..n) go into one packed record (lib/packed.h): small
  * messages, up to the record's limits. 1 when packing does not pay or is
  * not allowed: a JoinableQueue counts records for join, one per task. */
-static size_t pack_run(const struct shmq *q, const struct iovec *msgs,
-                       size_t n)
+/* A run of messages that goes into one packed record. */
+struct pack {
+    size_t k;       /* messages (1: do not pack) */
+    uint64_t bytes; /* of the packed record */
+    uint64_t units; /* the same messages as separate records would take */
+};
+
+static struct pack pack_run(const struct shmq *q, const struct iovec *msgs,
+                            size_t n)
 {
+    struct pack p = {1, 0, 0};
     if (q->geo.flags & SHMQ_JOINABLE)
-        return 1;
+        return p;
     uint32_t max_units = q->geo.cap_units < DESC_PACKED_UNITS
                              ? q->geo.cap_units
                              : DESC_PACKED_UNITS;
     uint64_t max_bytes = (uint64_t)max_units << q->geo.unit_shift;
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, units = 0;
     size_t k = 0;
     while (k < n && k < PACKED_SPAN_MAX && k < q->geo.maxsize &&
            msgs[k].iov_len <= PACKED_MSG_MAX) {
@@ -88,14 +96,17 @@ static size_t pack_run(const struct shmq *q, const struct iovec *msgs,
         if (bytes + more > max_bytes)
             break;
         bytes += more;
+        units += units_for(q, msgs[k].iov_len);
         k++;
     }
-    return k >= 2 ? k : 1;
+    if (k >= 2)
+        p = (struct pack){k, bytes, units};
+    return p;
 }
 
 struct packed_op {
     const struct iovec *msgs;
-    size_t k;
+    struct pack p;
 };
 
 /* Claim, write and commit one packed record: its messages are delivered
@@ -105,17 +116,17 @@ static int packed_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     const struct packed_op *op = arg;
     if (shmq__closed(q))
         return -EPIPE;
-    uint64_t bytes = shmq__packed_bytes(op->msgs, op->k);
     struct ring_ref ref;
-    int rc = shmq__ring_claim_packed(q, (uint32_t)op->k, bytes, &ref, s);
+    int rc = shmq__ring_claim_packed(q, (uint32_t)op->p.k, op->p.bytes, &ref,
+                                     s);
     if (rc < 0)
         return rc;
-    shmq__packed_write(q, &ref, op->msgs, op->k);
-    if (shmq__ring_commit(q, &ref, bytes) < 0)
+    shmq__packed_write(q, &ref, op->msgs, op->p.k);
+    if (shmq__ring_commit(q, &ref, op->p.bytes) < 0)
         return -EBADMSG;
     rc = shmq__put_settle(q, &ref);
     /* shmq__put_settle woke one consumer: one per message, as puts do */
-    for (size_t i = 1; rc == 0 && i < op->k; i++)
+    for (size_t i = 1; rc == 0 && i < op->p.k; i++)
         wait_signal(&q->hdr->not_empty.word);
     return rc;
 }
@@ -130,21 +141,21 @@ static uint64_t batch_units(const struct shmq *q, const struct iovec *msgs,
     return units;
 }
 
-/* Is there room now for msgs[0..k) as a packed record and, after it, for
- * the `rest` units of the batch as separate records? A packed record
- * takes 16 bytes more per message, so a batch that fills the queue must
- * not be packed: it would fit fewer messages than put's count. */
-static bool pack_fits(struct shmq *q, const struct iovec *msgs, size_t k,
-                      uint64_t rest)
+/* Is there room now for a packed record and, after it, for the `rest`
+ * units of the batch as separate records? A packed record takes 16
+ * bytes more per message, so a batch that fills the queue must not be
+ * packed: it would fit fewer messages than put's count. */
+static bool pack_fits(struct shmq *q, const struct pack *p, uint64_t rest)
 {
-    uint64_t packed = units_for(q, shmq__packed_bytes(msgs, k));
-    return shmq__ring_has_room(q, (uint32_t)k, packed + rest);
+    return shmq__ring_has_room(q, (uint32_t)p->k,
+                               units_for(q, p->bytes) + rest);
 }
 
 /* One packed record, without waiting. */
-static int put_packed_now(struct shmq *q, const struct iovec *msgs, size_t k)
+static int put_packed_now(struct shmq *q, const struct iovec *msgs,
+                          const struct pack *p)
 {
-    struct packed_op op = {msgs, k};
+    struct packed_op op = {msgs, *p};
     return shmq__run(q, packed_attempt, &op, &q->hdr->not_full.word,
                      SHMQ_NOWAIT);
 }
@@ -159,13 +170,12 @@ static int put_some(struct shmq *q, const struct iovec *msgs, size_t n,
     uint64_t left = batch_units(q, msgs, n); /* of msgs[done..n) */
     size_t done = 0;
     while (done < n) {
-        size_t k = pack_run(q, msgs + done, n - done);
-        uint64_t chunk = k >= 2 ? batch_units(q, msgs + done, k) : 0;
-        if (k >= 2 && pack_fits(q, msgs + done, k, left - chunk)) {
-            int rc = put_packed_now(q, msgs + done, k);
+        struct pack p = pack_run(q, msgs + done, n - done);
+        if (p.k >= 2 && pack_fits(q, &p, left - p.units)) {
+            int rc = put_packed_now(q, msgs + done, &p);
             if (rc == 0) {
-                done += k;
-                left -= chunk;
+                done += p.k;
+                left -= p.units;
                 continue;
             }
             if (rc != -EAGAIN) {
@@ -192,7 +202,7 @@ struct all_op {
     size_t n;
     uint64_t units;        /* storage units of the whole batch */
     struct ring_ref *refs; /* n of them, on the caller's stack or heap */
-    bool packable;         /* the batch can be one packed record */
+    struct pack pack;      /* k == n: the batch can be one record */
 };
 
 /* Give back the first k claims of an SHMQ_ALL batch. */
@@ -217,8 +227,8 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     shmq__ring_advance_release(q);
     /* One packed record is published (and withdrawn) at once: the whole
      * batch or nothing also against a close. */
-    if (op->packable && pack_fits(q, op->msgs, op->n, 0)) {
-        struct packed_op one = {op->msgs, op->n};
+    if (op->pack.k == op->n && pack_fits(q, &op->pack, 0)) {
+        struct packed_op one = {op->msgs, op->pack};
         int rc = packed_attempt(q, &one, s);
         if (rc != -EAGAIN)
             return rc;
@@ -281,8 +291,7 @@ static int put_all(struct shmq *q, const struct iovec *msgs, size_t n,
     /* Each attempt puts one packed record when there is room for it, else
      * separate records when there is room for those (a packed record
      * takes more: put's count of what fits must hold). */
-    struct all_op op = {msgs, n, units, refs,
-                        n >= 2 && pack_run(q, msgs, n) == n};
+    struct all_op op = {msgs, n, units, refs, pack_run(q, msgs, n)};
     int rc = shmq__run(q, all_attempt, &op, &q->hdr->not_full.word, timeout_ns);
     if (refs != stack_refs)
         free(refs);

@@ -145,14 +145,6 @@ static bool finish(struct shmq *q, const struct rec *r)
                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
 }
 
-uint64_t shmq__packed_bytes(const struct iovec *msgs, size_t k)
-{
-    uint64_t bytes = (uint64_t)k * sizeof(struct packed_entry);
-    for (size_t i = 0; i < k; i++)
-        bytes += round8(msgs[i].iov_len);
-    return bytes;
-}
-
 void shmq__packed_write(const struct shmq *q, const struct ring_ref *ref,
                         const struct iovec *msgs, size_t k)
 {

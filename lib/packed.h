@@ -48,9 +48,6 @@ struct packed_entry {
 };
 _Static_assert(sizeof(struct packed_entry) == 16, "entry is 16 bytes");
 
-/* Bytes of a packed record holding msgs[0..k). */
-uint64_t shmq__packed_bytes(const struct iovec *msgs, size_t k);
-
 /* Write the entries and payloads of a claimed record (before commit). */
 void shmq__packed_write(const struct shmq *q, const struct ring_ref *ref,
                         const struct iovec *msgs, size_t k);
