@@ -278,11 +278,13 @@ static int claim_once(struct shmq *q, uint32_t size, struct ring_ref *ref,
                                  .size = size,
                                  .reserve = reserve,
                                  .d = d};
-        if (!reserve) { /* a hint or cache embeds our size */
-            uint64_t next = pos_pack(seq + span, pos + units);
-            store_relaxed(&q->tail_cache, next);
-            cursor_publish(&h->tail.word, hint, next);
-        }
+        /* A reservation may still shrink: a hint or cache past it would
+         * embed its size, so they point at its start (one more step for
+         * the next claim, which reads the size as it is then). */
+        uint64_t next = reserve ? pos_pack(seq, pos)
+                                : pos_pack(seq + span, pos + units);
+        store_relaxed(&q->tail_cache, next);
+        cursor_publish(&h->tail.word, hint, next);
         return 0;
     }
     return 1;

@@ -95,8 +95,8 @@ int shmq__ring_claim(struct shmq *q, uint64_t len, struct ring_ref *ref,
  * all. As shmq__ring_claim; -EMSGSIZE if it cannot be one record. */
 int shmq__ring_claim_packed(struct shmq *q, uint32_t span, uint64_t bytes,
                             struct ring_ref *ref, struct ring_stall *stall);
-/* The same for a reservation, whose commit may be shorter: its claim
- * publishes no cursor hint (a hint embeds the record's size). */
+/* The same for a reservation, whose commit may be shorter: the cursor
+ * hints it leaves point at its start, not past it (its size may change). */
 int shmq__ring_reserve(struct shmq *q, uint64_t len, struct ring_ref *ref,
                        struct ring_stall *stall);
 
