@@ -227,7 +227,8 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     shmq__ring_advance_release(q);
     /* One packed record is published (and withdrawn) at once: the whole
      * batch or nothing also against a close. */
-    if (op->pack.k == op->n && pack_fits(q, &op->pack, 0)) {
+    if (op->pack.k >= 2 && op->pack.k == op->n &&
+        pack_fits(q, &op->pack, 0)) {
         struct packed_op one = {op->msgs, op->pack};
         int rc = packed_attempt(q, &one, s);
         if (rc != -EAGAIN)
