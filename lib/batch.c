@@ -117,8 +117,8 @@ static int packed_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     if (shmq__closed(q))
         return -EPIPE;
     struct ring_ref ref;
-    int rc = shmq__ring_claim_packed(q, (uint32_t)op->p.k, op->p.bytes, &ref,
-                                     s);
+    int rc =
+        shmq__ring_claim_packed(q, (uint32_t)op->p.k, op->p.bytes, &ref, s);
     if (rc < 0)
         return rc;
     shmq__packed_write(q, &ref, op->msgs, op->p.k);
@@ -227,8 +227,7 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
     shmq__ring_advance_release(q);
     /* One packed record is published (and withdrawn) at once: the whole
      * batch or nothing also against a close. */
-    if (op->pack.k >= 2 && op->pack.k == op->n &&
-        pack_fits(q, &op->pack, 0)) {
+    if (op->pack.k >= 2 && op->pack.k == op->n && pack_fits(q, &op->pack, 0)) {
         struct packed_op one = {op->msgs, op->pack};
         int rc = packed_attempt(q, &one, s);
         if (rc != -EAGAIN)
@@ -270,7 +269,6 @@ static int all_attempt(struct shmq *q, void *arg, struct ring_stall *s)
         wait_signal(&q->hdr->not_empty.word);
     return 0;
 }
-
 
 /* Claims of a batch: on the stack when small, else one allocation per
  * call (not per message). */
@@ -347,9 +345,9 @@ static void took(struct many_op *op, unsigned char *dst, size_t off,
 static void take_rest_of_record(struct shmq *q, struct many_op *op,
                                 struct ring_ref *ref)
 {
-    size_t k = shmq__packed_take_run(q, ref, op->buf, op->cap, &op->used,
-                                     op->msgs + op->count,
-                                     op->max_msgs - op->count);
+    size_t k =
+        shmq__packed_take_run(q, ref, op->buf, op->cap, &op->used,
+                              op->msgs + op->count, op->max_msgs - op->count);
     op->count += k;
     if (k)
         shmq__freed(q, ref);

@@ -83,12 +83,12 @@ enum desc_state {
                            claimed while the record before it shrinks */
 };
 
-#define DESC_OWNER_BITS  10
-#define DESC_SIZE_BITS   19
-#define DESC_PACKED      (1u << 18)
-#define DESC_MAX_UNITS   (DESC_PACKED - 1)
+#define DESC_OWNER_BITS   10
+#define DESC_SIZE_BITS    19
+#define DESC_PACKED       (1u << 18)
+#define DESC_MAX_UNITS    (DESC_PACKED - 1)
 #define DESC_PACKED_UNITS ((1u << 12) - 1)
-#define DESC_PACKED_SPAN 64u
+#define DESC_PACKED_SPAN  64u
 
 static inline uint64_t desc_pack(uint32_t seq, unsigned state, unsigned owner,
                                  uint32_t size)

@@ -66,15 +66,13 @@ static int rec_open(struct shmq *q, uint32_t seq, uint32_t pos, uint64_t w,
     r->base = ring_addr(q, pos);
     r->e = (struct packed_entry *)(void *)r->base;
     uint64_t room = (uint64_t)desc_units(w) << q->geo.unit_shift;
-    if (bytes < (uint64_t)r->span * sizeof(struct packed_entry) ||
-        bytes > room)
+    if (bytes < (uint64_t)r->span * sizeof(struct packed_entry) || bytes > room)
         return -EBADMSG;
     return 0;
 }
 
 /* Entry i's state word, checked to belong to this record. */
-static int entry_load(const struct rec *r, uint32_t i,
-                      uint64_t *e)
+static int entry_load(const struct rec *r, uint32_t i, uint64_t *e)
 {
     *e = __atomic_load_n(&r->e[i].state, __ATOMIC_SEQ_CST);
     if ((uint32_t)*e == r->seq && (unsigned)(*e >> 32 & 0xff) == ENTRY_TAG &&
@@ -107,8 +105,7 @@ static uint32_t first_start(const struct shmq *q, const struct rec *r)
 }
 
 /* The first entry to take: its index, or span if none. */
-static int first_avail(const struct shmq *q, const struct rec *r,
-                       uint32_t *at)
+static int first_avail(const struct shmq *q, const struct rec *r, uint32_t *at)
 {
     for (uint32_t i = first_start(q, r); i < r->span; i++) {
         uint64_t e;
@@ -165,7 +162,7 @@ void shmq__packed_write(const struct shmq *q, const struct ring_ref *ref,
 int shmq__packed_avail(struct shmq *q, uint32_t seq, uint32_t pos, uint64_t w)
 {
     struct rec r;
-    uint32_t i;
+    uint32_t i = 0;
     int rc = rec_open(q, seq, pos, w, &r);
     if (rc == 0)
         rc = first_avail(q, &r, &i);
@@ -176,7 +173,7 @@ uint32_t shmq__packed_count(struct shmq *q, uint32_t seq, uint32_t pos,
                             uint64_t w)
 {
     struct rec r;
-    uint32_t n = 0, i;
+    uint32_t n = 0, i = 0;
     if (rec_open(q, seq, pos, w, &r) < 0 || first_avail(q, &r, &i) < 0)
         return 0;
     for (; i < r.span; i++) {
@@ -193,7 +190,7 @@ int shmq__packed_take(struct shmq *q, uint32_t seq, uint32_t pos, uint64_t w,
                       struct ring_ref *ref)
 {
     struct rec r;
-    uint32_t i;
+    uint32_t i = 0;
     int rc = rec_open(q, seq, pos, w, &r);
     if (rc == 0)
         rc = first_avail(q, &r, &i);
@@ -249,7 +246,6 @@ size_t shmq__packed_take_run(struct shmq *q, struct ring_ref *ref,
         return 0;
     uint64_t avail = entry_word(ref->seq, ENTRY_AVAIL, 0);
     uint64_t done = entry_word(ref->seq, ENTRY_DONE, q->slot);
-    uint64_t taken = entry_word(ref->seq, ENTRY_TAKEN, q->slot);
     uint64_t min_off = (uint64_t)r.span * sizeof(struct packed_entry);
     size_t k = 0;
     /* the entry after the one taken: every entry before it is taken */
@@ -266,14 +262,15 @@ size_t shmq__packed_take_run(struct shmq *q, struct ring_ref *ref,
         if (RING_COPY_FIRST_MAX > 0) {
             /* Copy, then CAS: if the CAS fails, bytes past what get_many
              * returns are just not part of its answer. */
-            if (n)
+            if (n && dst)
                 memcpy(dst, r.base + off, n);
             if (!entry_cas(&r, i, avail, done))
                 break;
         } else { /* ThreadSanitizer builds: take, copy, end */
+            uint64_t taken = entry_word(ref->seq, ENTRY_TAKEN, q->slot);
             if (!entry_cas(&r, i, avail, taken))
                 break;
-            if (n)
+            if (n && dst)
                 memcpy(dst, r.base + off, n);
             entry_cas(&r, i, taken, done);
         }

@@ -38,7 +38,7 @@
 #include "ring.h"
 
 /* Largest message put_many packs, and most messages in one record. */
-#define PACKED_MSG_MAX 512u
+#define PACKED_MSG_MAX  512u
 #define PACKED_SPAN_MAX DESC_PACKED_SPAN
 
 struct packed_entry {

@@ -281,8 +281,8 @@ static int claim_once(struct shmq *q, uint32_t size, struct ring_ref *ref,
         /* A reservation may still shrink: a hint or cache past it would
          * embed its size, so they point at its start (one more step for
          * the next claim, which reads the size as it is then). */
-        uint64_t next = reserve ? pos_pack(seq, pos)
-                                : pos_pack(seq + span, pos + units);
+        uint64_t next =
+            reserve ? pos_pack(seq, pos) : pos_pack(seq + span, pos + units);
         store_relaxed(&q->tail_cache, next);
         cursor_publish(&h->tail.word, hint, next);
         return 0;
@@ -379,8 +379,8 @@ static bool shrink_unlock(struct shmq *q, uint64_t locked)
     /* FREE and ABORTED mean the same to everyone once release passed */
     uint64_t flipped = desc_with(locked, DESC_FREE, desc_owner(locked) ^ 1u);
     /* release: a claimer that sees the unlocked word sees our commit */
-    return __atomic_compare_exchange_n(&ring_desc(q, seq)->word, &w, flipped,
-                                       0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    return __atomic_compare_exchange_n(&ring_desc(q, seq)->word, &w, flipped, 0,
+                                       __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
 static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
@@ -391,8 +391,8 @@ static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
     /* seq_cst: publishes the payload, and is ordered before the load of
      * the closed flag (queue.c) and of the event a signaller does next */
     if (__atomic_compare_exchange_n(
-            &d->word, &w, desc_pack(ref->seq, DESC_COMMITTED, q->slot, size),
-            0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            &d->word, &w, desc_pack(ref->seq, DESC_COMMITTED, q->slot, size), 0,
+            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
         ref->size = size;
         ref->units = desc_units(desc_pack(0, 0, 0, size));
         return 0;
@@ -400,8 +400,8 @@ static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
     /* Skipped: a record after ours is claimed, so its size did not change. */
     if (w != skipped ||
         !__atomic_compare_exchange_n(
-            &d->word, &w, desc_pack(ref->seq, DESC_LATE, q->slot, ref->size),
-            0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+            &d->word, &w, desc_pack(ref->seq, DESC_LATE, q->slot, ref->size), 0,
+            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
         return -EBADMSG; /* a recoverer took it: only scribbles do that */
     ref->late = true;
     late_announce(q);
@@ -459,8 +459,7 @@ int shmq__ring_abort(struct shmq *q, const struct ring_ref *ref)
 {
     if (abort_writing(q,
                       desc_pack(ref->seq, DESC_WRITING, q->slot, ref->size)) ||
-        abort_writing(q,
-                      desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->size)))
+        abort_writing(q, desc_pack(ref->seq, DESC_SKIPPED, q->slot, ref->size)))
         return 0;
     return -EBADMSG;
 }
@@ -927,8 +926,8 @@ static uint32_t count_in_flight(struct shmq *q, unsigned states, bool takeable,
 uint32_t shmq__ring_count(struct shmq *q)
 {
     uint32_t tail;
-    uint32_t n = count_in_flight(q, 1u << DESC_COMMITTED | 1u << DESC_LATE,
-                                 true, &tail);
+    uint32_t n =
+        count_in_flight(q, 1u << DESC_COMMITTED | 1u << DESC_LATE, true, &tail);
     return n > q->geo.maxsize ? q->geo.maxsize : n;
 }
 

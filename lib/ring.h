@@ -24,8 +24,8 @@ struct ring_ref {
     uint32_t entry; /* a message of a packed record: its entry + 1 */
     uint32_t off;   /* its payload's offset in the record, in bytes */
     bool freed;     /* the take or free gave the record's room back */
-    bool copied; /* shmq__ring_take copied the payload and freed the record */
-    bool late;   /* committed after consumers went past it (DESC_LATE) */
+    bool copied;  /* shmq__ring_take copied the payload and freed the record */
+    bool late;    /* committed after consumers went past it (DESC_LATE) */
     bool reserve; /* a reservation: a short commit may give room back */
     struct shmq_desc *d; /* its descriptor, or NULL: look it up */
 };

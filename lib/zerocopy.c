@@ -18,13 +18,13 @@
 /* priv[0]: the record's size field and sequence number.
  * priv[1]: a tag saying what the message is, the entry + 1 of a message
  * of a packed record (0 otherwise), and the record's ring position. */
-#define MSG_TAG        0x5a43000000000000ull
-#define MSG_TAG_MASK   0xffff000000000000ull
-#define MSG_RESERVED   (1ull << 40)
-#define MSG_BORROWED   (2ull << 40)
-#define MSG_KIND_MASK  (3ull << 40)
+#define MSG_TAG         0x5a43000000000000ull
+#define MSG_TAG_MASK    0xffff000000000000ull
+#define MSG_RESERVED    (1ull << 40)
+#define MSG_BORROWED    (2ull << 40)
+#define MSG_KIND_MASK   (3ull << 40)
 #define MSG_ENTRY_SHIFT 32
-#define MSG_ENTRY_MASK 0xffull
+#define MSG_ENTRY_MASK  0xffull
 
 static void msg_set(struct shmq *q, struct shmq_msg *m,
                     const struct ring_ref *ref, uint64_t kind, size_t len)
@@ -32,8 +32,8 @@ static void msg_set(struct shmq *q, struct shmq_msg *m,
     m->data = ref_data(q, ref);
     m->len = len;
     m->priv[0] = (uint64_t)ref->size << 32 | ref->seq;
-    m->priv[1] = MSG_TAG | kind |
-                 (uint64_t)ref->entry << MSG_ENTRY_SHIFT | ref->pos;
+    m->priv[1] =
+        MSG_TAG | kind | (uint64_t)ref->entry << MSG_ENTRY_SHIFT | ref->pos;
 }
 
 /* The record m names, if m is of this kind (the word is checked by the

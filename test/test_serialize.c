@@ -3847,9 +3847,9 @@ static int shrink_producer(void *p)
         size_t len = TH_PAYLOAD_MIN + (size_t)th_rand_below(&rng, 40);
         if (s->id % 2) { /* reserve the largest, commit short */
             struct shmq_msg m;
-            TH_CHECK_EQ(shmq_put_begin(s->q, shmq_max_message(s->q), &m,
-                                       10 * TH_SEC),
-                        0);
+            TH_CHECK_EQ(
+                shmq_put_begin(s->q, shmq_max_message(s->q), &m, 10 * TH_SEC),
+                0);
             th_payload_fill(m.data, len, s->id, seq);
             TH_CHECK_EQ(shmq_put_commit(s->q, &m, len), 0);
         } else {
