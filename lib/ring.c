@@ -140,6 +140,11 @@ static int tail_walk(struct shmq *q, uint64_t r, uint64_t *tail)
     for (uint32_t i = 0; i <= q->geo.maxsize; i++) {
         uint64_t w = load_acquire(&ring_desc(q, seq)->word);
         if (desc_seq(w) != seq) {
+            /* A later lap's word: the queue went round while we were not
+             * looking (a slow or preempted caller), and seq is long gone,
+             * not the tail. */
+            if (!earlier_lap(q, w, seq))
+                return 1;
             *tail = pos_pack(seq, pos);
             return 0;
         }
