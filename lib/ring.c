@@ -413,6 +413,8 @@ static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
     return 0;
 }
 
+static void reserve_settled(struct shmq *q, const struct ring_ref *ref);
+
 int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
 {
     /* release: a consumer that reads this len also sees our claim of the
@@ -421,13 +423,30 @@ int shmq__ring_commit(struct shmq *q, struct ring_ref *ref, uint64_t len)
     store_release(&d->len, len);
     uint32_t need = units_for(q, len);
     uint64_t locked;
-    if (!ref->reserve || need >= ref->units ||
-        !shrink_lock(q, ref->seq + 1, &locked))
+    if (!ref->reserve)
         return commit_as(q, ref, ref->size);
+    if (need >= ref->units || !shrink_lock(q, ref->seq + 1, &locked)) {
+        int rc = commit_as(q, ref, ref->size);
+        if (rc == 0)
+            reserve_settled(q, ref);
+        return rc;
+    }
     int rc = commit_as(q, ref, need);
+    if (rc == 0)
+        reserve_settled(q, ref);
     if (!shrink_unlock(q, locked))
         rc = -EBADMSG;
     return rc;
+}
+
+/* After a reservation's commit its size is final: move this handle's
+ * tail cache past it, unless another thread of the handle moved it on. */
+static void reserve_settled(struct shmq *q, const struct ring_ref *ref)
+{
+    uint64_t at = pos_pack(ref->seq, ref->pos);
+    __atomic_compare_exchange_n(&q->tail_cache, &at,
+                                pos_pack(ref->seq + 1, ref->pos + ref->units),
+                                0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
 static void count_aborted(struct shmq *q)
