@@ -226,8 +226,9 @@ static int claim_settle(struct shmq *q, struct walk from, uint32_t seq,
 
 /* One claim attempt. 0 claimed; 1 try again; -EAGAIN full; -EINPROGRESS
  * (the next descriptor is locked: stall names its holder); -EBADMSG. */
-static int claim_once(struct shmq *q, uint32_t size, struct ring_ref *ref,
-                      bool reserve, struct ring_stall *stall)
+static inline __attribute__((always_inline)) int
+claim_once(struct shmq *q, uint32_t size, struct ring_ref *ref, bool reserve,
+           struct ring_stall *stall)
 {
     struct shmq_header *h = q->hdr;
     uint64_t r = load_acquire(&h->release.word);
@@ -295,8 +296,9 @@ static int claim_once(struct shmq *q, uint32_t size, struct ring_ref *ref,
     return 1;
 }
 
-static int claim(struct shmq *q, uint32_t size, struct ring_ref *ref,
-                 bool reserve, struct ring_stall *stall)
+static inline __attribute__((always_inline)) int
+claim(struct shmq *q, uint32_t size, struct ring_ref *ref, bool reserve,
+      struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
         stall->has_owner = false;
@@ -388,7 +390,8 @@ static bool shrink_unlock(struct shmq *q, uint64_t locked)
                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
-static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
+static inline __attribute__((always_inline)) int
+commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
 {
     struct shmq_desc *d = ref_desc(q, ref);
     uint64_t w = desc_pack(ref->seq, DESC_WRITING, q->slot, ref->size);
@@ -398,8 +401,10 @@ static int commit_as(struct shmq *q, struct ring_ref *ref, uint32_t size)
     if (__atomic_compare_exchange_n(
             &d->word, &w, desc_pack(ref->seq, DESC_COMMITTED, q->slot, size), 0,
             __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-        ref->size = size;
-        ref->units = desc_units(desc_pack(0, 0, 0, size));
+        if (size != ref->size) { /* shrunk */
+            ref->size = size;
+            ref->units = desc_units(desc_pack(0, 0, 0, size));
+        }
         return 0;
     }
     /* Skipped: a record after ours is claimed, so its size did not change. */
