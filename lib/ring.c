@@ -301,7 +301,7 @@ claim(struct shmq *q, uint32_t size, struct ring_ref *ref, bool reserve,
       struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
-        stall->has_owner = false;
+        *stall = (struct ring_stall){0};
         int rc = claim_once(q, size, ref, reserve, stall);
         if (rc == 1)
             continue;
@@ -717,7 +717,7 @@ int shmq__ring_take(struct shmq *q, void *buf, size_t cap, uint64_t *len,
                     struct ring_ref *ref, struct ring_stall *stall)
 {
     for (uint32_t i = 0; i < RING_RETRIES; i++) {
-        stall->has_owner = false;
+        *stall = (struct ring_stall){0};
         int rc = take_once(q, buf, cap, len, ref, stall);
         if (rc != 1)
             return rc;
@@ -796,7 +796,7 @@ bool shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
     uint64_t r = load_acquire(&q->hdr->release.word);
     uint64_t w = load_acquire(&ring_desc(q, pos_seq(r))->word);
     unsigned st = desc_state(w);
-    stall->has_owner = false;
+    *stall = (struct ring_stall){0};
     if (desc_seq(w) != pos_seq(r) || !rec_ok(q, w))
         return false;
     if (desc_packed(w) && (st == DESC_COMMITTED || st == DESC_LATE)) {
@@ -825,7 +825,6 @@ bool shmq__ring_release_stall(struct shmq *q, struct ring_stall *stall,
         (readers && st == DESC_READING)) {
         stall->has_owner = true;
         stall->word = w;
-        stall->entry = 0;
     }
     return false;
 }

@@ -133,37 +133,7 @@ Test(claims, no_syscall_on_the_fast_path, .timeout = 60)
 /* ------------------------------------------------------------------ */
 
 #ifndef TH_SANITIZED
-/* This binary's malloc family counts calls, then hands them to glibc's. */
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-static volatile long allocations;
-
-void *malloc(size_t n);
-void *malloc(size_t n)
-{
-    __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t m);
-void *calloc(size_t n, size_t m)
-{
-    __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
-    return __libc_calloc(n, m);
-}
-void *realloc(void *p, size_t n);
-void *realloc(void *p, size_t n)
-{
-    __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
-    return __libc_realloc(p, n);
-}
-void *memalign(size_t a, size_t n);
-void *memalign(size_t a, size_t n)
-{
-    __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
-    return __libc_memalign(a, n);
-}
+#include "count_malloc.h"
 #endif
 
 Test(claims, no_malloc_per_message, .timeout = 60)

@@ -30,28 +30,7 @@
 #endif
 
 #ifndef TH_SANITIZED
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-static volatile long allocations;
-void *malloc(size_t n);
-void *malloc(size_t n)
-{
-    __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t m);
-void *calloc(size_t n, size_t m)
-{
-    __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
-    return __libc_calloc(n, m);
-}
-void *realloc(void *p, size_t n);
-void *realloc(void *p, size_t n)
-{
-    __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
-    return __libc_realloc(p, n);
-}
+#include "count_malloc.h"
 #endif
 
 #ifdef SHMQ_HAVE_MSGPUCK
